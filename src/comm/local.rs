@@ -1,0 +1,1 @@
+//! In-process communicator (work in progress)

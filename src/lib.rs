@@ -1,0 +1,34 @@
+//! # ringsgd
+//!
+//! Data-parallel SGD for small CPU clusters (one to a handful of Raspberry
+//! Pis, or a laptop), with a hand-written ring allreduce over MPI.
+//!
+//! Layers of the crate, bottom up:
+//!
+//! * [`comm`]: the [`Communicator`](comm::Communicator) trait with an MPI
+//!   implementation (feature `mpi`) and an in-process one (ranks as threads).
+//! * [`collectives`]: ring allreduce (reduce-scatter + allgather) and the
+//!   baselines (MPI's own allreduce, gather-to-root), written once against the
+//!   trait.
+//! * [`parallel`]: a compute pool of exactly the number of cores granted.
+//! * [`nn`]: a hand-written CNN (conv, pool, linear, loss) on `ndarray`, with
+//!   all parameters in one flat buffer.
+//! * [`optim`]: SGD with momentum, weight decay, Nesterov and LR schedules.
+//! * [`data`]: CIFAR-10 loading, augmentation, sharding.
+//! * [`checkpoint`]: checkpoints and safetensors export.
+//! * [`trainer`]: the data-parallel training loop.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod collectives;
+pub mod comm;
+pub mod data;
+mod error;
+pub mod nn;
+pub mod optim;
+pub mod parallel;
+pub mod trainer;
+
+pub use error::{Error, Result};
