@@ -1,1 +1,29 @@
-//! (work in progress)
+//! Data-parallel training: the loop, its reports, checkpoints and resume.
+//!
+//! [`Trainer`] runs synchronous data-parallel SGD over any
+//! [`Communicator`](crate::comm::Communicator): the in-process one (ranks as
+//! threads) or MPI (ranks as processes on one or several machines).
+//!
+//! What a step does on each of `p` ranks:
+//!
+//! 1. take this rank's `global_batch / p` images of the step's global batch
+//!    (same permutation on every rank, drawn from the seed: no data moves);
+//! 2. forward and backward in the rank's compute pool (gradient of the mean
+//!    loss of its share);
+//! 3. wait in a barrier for the slowest rank (timed as `wait`);
+//! 4. average the gradients with the configured allreduce (timed as
+//!    `allreduce`);
+//! 5. apply the same SGD update on every rank.
+
+mod config;
+mod data_parallel;
+mod export;
+mod metrics;
+mod resume;
+mod timing;
+
+pub use config::TrainConfig;
+pub use data_parallel::{StepProgress, Trainer};
+pub use export::export_safetensors;
+pub use metrics::{EpochReport, EvalReport, MetricsCsv, METRICS_HEADER};
+pub use timing::{median_times, peak_rss_bytes, StepTimes};

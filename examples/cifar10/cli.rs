@@ -1,0 +1,167 @@
+//! Command-line flags of the cifar10 example.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use ringsgd::collectives::Algorithm;
+use ringsgd::optim::LrSchedule;
+
+/// Train a CNN (PiNet by default) on CIFAR-10 with data-parallel SGD.
+///
+/// Standalone it runs as one rank; under `mpirun -np N` as N ranks (one per
+/// Raspberry Pi with `--hostfile hostfiles/piN`); with `--local-ranks N` as N
+/// ranks in threads of this process (no MPI).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "cifar10", version, about, long_about = None)]
+pub struct Args {
+    /// CIFAR-10 binary version: the .tar.gz, the extracted
+    /// `cifar-10-batches-bin/` folder, or a folder containing either.
+    #[arg(long, value_name = "PATH", conflicts_with = "synthetic")]
+    pub data: Option<PathBuf>,
+
+    /// Download the official archive (HTTPS, MD5-checked) into the cache
+    /// folder when --data is not given or does not exist.
+    #[arg(long)]
+    pub download: bool,
+
+    /// Where --download stores the archive.
+    #[arg(long, value_name = "DIR", default_value = "~/.cache/ringsgd")]
+    pub cache_dir: String,
+
+    /// URL of the archive for --download.
+    #[arg(long, value_name = "URL", default_value = ringsgd::data::download::CIFAR10_URL)]
+    pub download_url: String,
+
+    /// Train on N generated CIFAR-shaped images (and N/5 test images) instead
+    /// of CIFAR-10; for benchmarks and smoke tests.
+    #[arg(long, value_name = "N")]
+    pub synthetic: Option<usize>,
+
+    /// Passes over the training set.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub epochs: u64,
+
+    /// Stop after N optimiser steps in total (quick runs).
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
+
+    /// Images per optimiser step over all ranks (a multiple of the rank count).
+    #[arg(long, value_name = "B", default_value_t = 128)]
+    pub global_batch: usize,
+
+    /// Peak learning rate [default: 0.05 x global batch / 128].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f32>,
+
+    /// Learning-rate schedule: constant, step or cosine.
+    #[arg(long, value_name = "S", default_value = "cosine")]
+    pub schedule: String,
+
+    /// Linear warm-up steps of the cosine schedule.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_steps: u64,
+
+    /// Step schedule: multiply the learning rate by --step-gamma every N
+    /// epochs.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub step_epochs: u64,
+
+    /// Step schedule: factor applied every --step-epochs.
+    #[arg(long, value_name = "G", default_value_t = 0.1)]
+    pub step_gamma: f32,
+
+    /// SGD momentum.
+    #[arg(long, value_name = "M", default_value_t = 0.9)]
+    pub momentum: f32,
+
+    /// L2 weight decay (coupled, as PyTorch's SGD).
+    #[arg(long, value_name = "WD", default_value_t = 5e-4)]
+    pub weight_decay: f32,
+
+    /// Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+
+    /// Compute cores per rank [default: this node's cores / ranks on this
+    /// node].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+
+    /// Gradient averaging: ring, mpi (MPI_Allreduce) or naive (gather to
+    /// rank 0, average, broadcast).
+    #[arg(long, value_name = "ALG", default_value = "ring")]
+    pub allreduce: Algorithm,
+
+    /// Seed of the weights, the data order and the augmentation.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Turn off random crop + flip augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+
+    /// Checkpoint file written by rank 0 after every epoch and at the end.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// Continue from --checkpoint.
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
+
+    /// Write one CSV row of metrics per epoch (rank 0).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_csv: Option<PathBuf>,
+
+    /// Export the trained weights as safetensors (rank 0).
+    #[arg(long, value_name = "PATH.safetensors")]
+    pub export: Option<PathBuf>,
+
+    /// Write a JSON summary of step timings (rank 0), for the speedup bench.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Steps excluded from --summary-json's medians [default: min(2, steps/4)].
+    #[arg(long, value_name = "N")]
+    pub summary_warmup: Option<usize>,
+
+    /// Compare weight hashes across ranks every K steps (0: never).
+    #[arg(long, value_name = "K", default_value_t = 100)]
+    pub verify_every: u64,
+
+    /// Skip the test-set evaluation after each epoch.
+    #[arg(long)]
+    pub no_eval: bool,
+
+    /// Model spec (see ringsgd::nn), or "pinet".
+    #[arg(long, value_name = "SPEC", default_value = "pinet")]
+    pub model: String,
+
+    /// Run N ranks as threads of this process instead of MPI ranks.
+    #[arg(long, value_name = "N")]
+    pub local_ranks: Option<usize>,
+
+    /// Print per-epoch lines only, no progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl Args {
+    /// The learning-rate schedule named by --schedule, for
+    /// `steps_per_epoch` steps an epoch.
+    pub fn lr_schedule(&self, steps_per_epoch: u64) -> ringsgd::Result<LrSchedule> {
+        match self.schedule.as_str() {
+            "constant" => Ok(LrSchedule::Constant),
+            "step" => Ok(LrSchedule::Step {
+                every_steps: (self.step_epochs * steps_per_epoch).max(1),
+                gamma: self.step_gamma,
+            }),
+            "cosine" => Ok(LrSchedule::Cosine {
+                warmup_steps: self.warmup_steps,
+                total_steps: 0,
+            }),
+            other => Err(ringsgd::Error::invalid(format!(
+                "--schedule: unknown schedule '{other}' (expected constant, step or cosine)"
+            ))),
+        }
+    }
+}

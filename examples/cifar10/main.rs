@@ -1,0 +1,89 @@
+//! Train PiNet (or any spec) on CIFAR-10 with data-parallel SGD.
+//!
+//! ```text
+//! cargo build --release --example cifar10
+//! # one process, all cores
+//! target/release/examples/cifar10 --data ../shared/cifar10/cifar-10-binary.tar.gz
+//! # four Raspberry Pis, one rank per Pi, four cores each
+//! mpirun -np 4 --hostfile hostfiles/pi4 target/release/examples/cifar10 \
+//!     --data ~/cifar-10-binary.tar.gz --cores 4
+//! ```
+//!
+//! Rank 0 prints one line per epoch and, when the run evaluates, ends with
+//! `test_accuracy=<fraction>`. Any error is printed with the rank that saw it
+//! and ends every rank with a non-zero exit code.
+
+mod cli;
+mod report;
+mod run;
+
+use clap::Parser;
+use ringsgd::comm::Communicator;
+
+fn main() {
+    let args = cli::Args::parse();
+    let code = match args.local_ranks {
+        Some(n) => run_local(&args, n),
+        None => run_world(&args),
+    };
+    std::process::exit(code);
+}
+
+/// `n` ranks as threads of this process.
+fn run_local(args: &cli::Args, n: usize) -> i32 {
+    init_logging(0);
+    let data = match run::load_data(args, None) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match ringsgd::comm::local::run_ranks(n, |comm| run::train(&comm, args, &data)) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The MPI world (a one-rank world when started without mpirun).
+#[cfg(feature = "mpi")]
+fn run_world(args: &cli::Args) -> i32 {
+    let (_universe, comm) = match ringsgd::comm::mpi::init() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    init_logging(comm.rank());
+    let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("rank {}: error: {e}", comm.rank());
+            if comm.size() > 1 {
+                // Other ranks may be blocked waiting for this one: end the
+                // whole job rather than finalise MPI and hang.
+                comm.abort(1);
+            }
+            1
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn run_world(args: &cli::Args) -> i32 {
+    eprintln!("note: built without the `mpi` feature; running as one in-process rank");
+    run_local(args, 1)
+}
+
+/// Rank 0 logs at `info`, others at `warn`, unless RUST_LOG says otherwise.
+fn init_logging(rank: usize) {
+    let default = if rank == 0 { "info" } else { "warn" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_target(false)
+        .try_init();
+}

@@ -1,0 +1,136 @@
+//! What rank 0 shows: a progress bar on a terminal, one line per epoch, and
+//! the JSON summary for the speedup bench.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ringsgd::comm::Communicator;
+use ringsgd::trainer::{median_times, EpochReport, StepProgress, StepTimes, Trainer};
+use ringsgd::{Error, Result};
+
+use crate::cli::Args;
+
+/// Per-epoch lines, with a progress bar when stderr is a terminal.
+pub struct EpochPrinter {
+    enabled: bool,
+    bar_wanted: bool,
+    epochs: u64,
+    bar: Option<ProgressBar>,
+}
+
+impl EpochPrinter {
+    /// `enabled` is false on ranks other than 0.
+    pub fn new(enabled: bool, epochs: u64) -> Self {
+        EpochPrinter {
+            enabled,
+            bar_wanted: enabled && std::io::stderr().is_terminal(),
+            epochs,
+            bar: None,
+        }
+    }
+
+    pub fn start_epoch(&mut self, epoch: u64, steps: u64) {
+        if !self.bar_wanted {
+            return;
+        }
+        let bar = ProgressBar::new(steps);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} / ~{eta} left)",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", self.epochs));
+        self.bar = Some(bar);
+    }
+
+    pub fn step(&mut self, p: &StepProgress) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.step_in_epoch);
+            bar.set_message(format!("loss {:.4} lr {:.4}", p.local_loss, p.lr));
+        }
+    }
+
+    pub fn finish_epoch(&mut self, r: &EpochReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if !self.enabled {
+            return;
+        }
+        let test = r
+            .test
+            .map(|t| format!(" test_loss {:.4} test_acc {:.4}", t.loss, t.accuracy))
+            .unwrap_or_default();
+        println!(
+            "epoch {}/{} step {} train_loss {:.4} train_acc {:.4}{test} lr {:.5} img/s {:.1} \
+             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1})",
+            r.epoch,
+            self.epochs,
+            r.step,
+            r.train_loss,
+            r.train_accuracy,
+            r.lr,
+            r.images_per_sec,
+            r.seconds,
+            r.times.compute,
+            r.times.wait,
+            r.times.allreduce
+        );
+    }
+}
+
+/// The `--summary-json` object (see the speedup bench for its consumer).
+pub struct Summary {
+    text: String,
+}
+
+impl Summary {
+    pub fn new(
+        args: &Args,
+        comm: &dyn Communicator,
+        trainer: &Trainer<'_>,
+        times: &[StepTimes],
+        peak_rss_mib: f32,
+        total_s: f64,
+    ) -> Self {
+        let warm = args
+            .summary_warmup
+            .unwrap_or((times.len() / 4).min(2))
+            .min(times.len().saturating_sub(1));
+        let med = median_times(&times[warm..]).unwrap_or_default();
+        let params = trainer.model().num_params();
+        let gb = trainer.config().global_batch;
+        let ips = if med.step > 0.0 {
+            gb as f64 / med.step
+        } else {
+            0.0
+        };
+        let text = format!(
+            "{{\"ranks\":{},\"cores_per_rank\":{},\"global_batch\":{gb},\"steps\":{},\
+             \"allreduce\":\"{}\",\"param_count\":{params},\"grad_bytes\":{},\"warmup_steps\":{warm},\
+             \"step_s_median\":{:.9},\"compute_s_median\":{:.9},\"allreduce_s_median\":{:.9},\
+             \"wait_s_median\":{:.9},\"images_per_sec\":{:.3},\"peak_rss_bytes_max\":{},\
+             \"total_s\":{:.6}}}\n",
+            comm.size(),
+            trainer.cores(),
+            times.len(),
+            trainer.config().algorithm,
+            params * 4,
+            med.step,
+            med.compute,
+            med.allreduce,
+            med.wait,
+            ips,
+            (peak_rss_mib as f64 * 1024.0 * 1024.0) as u64,
+            total_s
+        );
+        Summary { text }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, &self.text).map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,255 @@
+//! Loading the data and driving the trainer on one rank.
+
+use std::path::{Path, PathBuf};
+
+use ringsgd::checkpoint::Checkpoint;
+use ringsgd::collectives::ensure_agree;
+use ringsgd::comm::Communicator;
+use ringsgd::data::{cifar, synthetic, Dataset, Normalizer};
+use ringsgd::nn::Model;
+use ringsgd::optim::SgdConfig;
+use ringsgd::parallel::ComputePool;
+use ringsgd::trainer::{MetricsCsv, StepTimes, TrainConfig, Trainer};
+use ringsgd::{Error, Result};
+
+use crate::cli::Args;
+use crate::report::{EpochPrinter, Summary};
+
+/// What a rank trains and tests on.
+pub struct Data {
+    pub train: Dataset,
+    pub test: Dataset,
+    pub norm: Normalizer,
+    pub source: String,
+}
+
+/// Loads (or generates, or downloads) the data. With a communicator, rank 0
+/// downloads first and the others wait, so ranks on one machine share the
+/// download; every rank then checks that all hold the same data.
+pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
+    let data = if let Some(n) = args.synthetic {
+        if n == 0 {
+            return Err(Error::invalid("--synthetic: need at least 1 image"));
+        }
+        Data {
+            train: synthetic::generate(n, args.seed ^ 0x5eed),
+            test: synthetic::generate((n / 5).max(1), args.seed ^ 0x7e57),
+            norm: Normalizer {
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+            source: format!("synthetic ({n} images)"),
+        }
+        .with_normalizer()?
+    } else {
+        let path = data_path(args, comm)?;
+        let c = cifar::load(&path)?;
+        let norm = Normalizer::from_dataset(&c.train)?;
+        Data {
+            train: c.train,
+            test: c.test,
+            norm,
+            source: path.display().to_string(),
+        }
+    };
+    if let Some(comm) = comm {
+        let fingerprint = format!(
+            "train={} test={} mean={:?} std={:?}",
+            data.train.len(),
+            data.test.len(),
+            data.norm.mean.map(f32::to_bits),
+            data.norm.std.map(f32::to_bits)
+        );
+        ensure_agree(comm, "training data", fingerprint.as_bytes())?;
+    }
+    Ok(data)
+}
+
+impl Data {
+    fn with_normalizer(mut self) -> Result<Self> {
+        self.norm = Normalizer::from_dataset(&self.train)?;
+        Ok(self)
+    }
+}
+
+/// The data path, downloading the archive when asked to.
+fn data_path(args: &Args, comm: Option<&dyn Communicator>) -> Result<PathBuf> {
+    if let Some(p) = &args.data {
+        if p.exists() || !args.download {
+            return Ok(p.clone());
+        }
+    } else if !args.download {
+        return Err(Error::invalid(
+            "no data: give --data PATH (CIFAR-10 binary .tar.gz or folder), --download, or \
+             --synthetic N",
+        ));
+    }
+    let cache = expand_home(&args.cache_dir);
+    let fetch = || ringsgd::data::download::fetch_archive(&args.download_url, &cache);
+    match comm {
+        Some(c) if c.size() > 1 => {
+            // Rank 0 first; the others then find the file (same machine or
+            // shared folder) or fetch their own copy.
+            let mine = if c.rank() == 0 { Some(fetch()) } else { None };
+            let ok = [u8::from(mine.as_ref().is_none_or(|r| r.is_ok()))];
+            let mut all = ok;
+            c.broadcast_bytes(0, &mut all)?;
+            match mine {
+                Some(r) => r,
+                None if all[0] == 1 => fetch(),
+                None => Err(Error::Download {
+                    url: args.download_url.clone(),
+                    msg: "rank 0 failed to download it (see rank 0's error)".into(),
+                }),
+            }
+        }
+        _ => fetch(),
+    }
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// Cores per rank: the flag, or this node's cores shared among the ranks
+/// that mpirun placed on it.
+fn cores(args: &Args, comm: &dyn Communicator) -> usize {
+    if let Some(c) = args.cores {
+        return c;
+    }
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local_ranks = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(if comm.transport_name() == "local" {
+            comm.size()
+        } else {
+            1
+        });
+    (available / local_ranks.max(1)).max(1)
+}
+
+/// Trains on one rank; rank 0 prints and writes the files.
+pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
+    let root = comm.rank() == 0;
+    let [c, h, w] = data.train.image_chw();
+    let model = if args.model == "pinet" {
+        Model::pinet(args.seed)?
+    } else {
+        Model::from_spec(&args.model, [c, h, w], args.seed)?
+    };
+    let cores = cores(args, comm);
+    let pool = ComputePool::new(cores)?;
+    let global_batch = args.global_batch;
+    let spe = (data.train.len() / global_batch.max(1)) as u64;
+    let cfg = TrainConfig {
+        global_batch,
+        epochs: args.epochs,
+        max_steps: args.max_steps,
+        base_lr: args.lr.unwrap_or(0.05 * global_batch as f32 / 128.0),
+        schedule: args.lr_schedule(spe)?,
+        sgd: SgdConfig {
+            lr: args.lr.unwrap_or(0.05),
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+            nesterov: args.nesterov,
+        },
+        algorithm: args.allreduce,
+        seed: args.seed,
+        augment: !args.no_augment,
+        verify_every: (args.verify_every > 0).then_some(args.verify_every),
+        eval_batch: 250,
+    };
+    let mut trainer = Trainer::new(comm, pool, model, cfg)?;
+    if root {
+        println!(
+            "ringsgd cifar10: {} ranks ({}) x {cores} cores, model {} ({} parameters), data {}, \
+             {} train / {} test images, global batch {global_batch}, {} steps/epoch",
+            comm.size(),
+            comm.transport_name(),
+            args.model,
+            trainer.model().num_params(),
+            data.source,
+            data.train.len(),
+            data.test.len(),
+            spe
+        );
+    }
+    if args.resume {
+        let path = args.checkpoint.as_ref().expect("clap: --resume requires --checkpoint");
+        let loaded = root.then(|| Checkpoint::load(path));
+        trainer.restore_from_root(loaded)?;
+        if root {
+            println!(
+                "resumed from {} at epoch {}, step {}",
+                path.display(),
+                trainer.epoch(),
+                trainer.global_step()
+            );
+        }
+    }
+    let mut csv = match (&args.metrics_csv, root) {
+        (Some(p), true) => Some(MetricsCsv::create(p, args.resume)?),
+        _ => None,
+    };
+    let mut printer = EpochPrinter::new(root && !args.no_progress, args.epochs);
+    let mut all_times: Vec<StepTimes> = Vec::new();
+    let mut last_test = None;
+    let run_start = std::time::Instant::now();
+    while !trainer.finished() {
+        printer.start_epoch(trainer.epoch() + 1, spe);
+        let mut report = trainer.train_epoch(&data.train, &data.norm, &mut |p| printer.step(p))?;
+        all_times.extend_from_slice(trainer.last_epoch_slowest_times());
+        if !args.no_eval {
+            let t = trainer.evaluate(&data.test, &data.norm)?;
+            last_test = Some(t.accuracy);
+            report.test = Some(t);
+        }
+        printer.finish_epoch(&report);
+        if let Some(csv) = csv.as_mut() {
+            csv.write(&report)?;
+        }
+        if let (Some(path), true) = (&args.checkpoint, root) {
+            trainer.to_checkpoint().save_atomic(path)?;
+        }
+    }
+    let total_s = run_start.elapsed().as_secs_f64();
+    trainer.verify_replicas()?;
+    if root {
+        if let Some(path) = &args.export {
+            ringsgd::trainer::export_safetensors(trainer.model(), path)?;
+            println!("exported weights to {}", path.display());
+        }
+    }
+    let peak = ringsgd::trainer::peak_rss_bytes().unwrap_or(0) as f32;
+    let mut peaks = vec![0.0f32; comm.size()];
+    peaks[comm.rank()] = peak;
+    // Sum of one-hot vectors = every rank's peak; exact in f32 up to 16 MiB
+    // granularity, so send MiB.
+    for p in peaks.iter_mut() {
+        *p /= 1024.0 * 1024.0;
+    }
+    ringsgd::collectives::Allreducer::new(ringsgd::collectives::Algorithm::Ring)
+        .allreduce_sum(comm, &mut peaks)?;
+    if root {
+        let peak_max = peaks.iter().cloned().fold(0.0f32, f32::max);
+        println!(
+            "weights hash {:016x} (identical on all ranks), peak RSS per rank {:.1} MiB (max), \
+             {:.1} s",
+            trainer.weights_hash(),
+            peak_max,
+            total_s
+        );
+        if let Some(path) = &args.summary_json {
+            let summary = Summary::new(args, comm, &trainer, &all_times, peak_max, total_s);
+            summary.write(path)?;
+        }
+        if let Some(acc) = last_test {
+            println!("test_accuracy={acc:.4}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! What a training run is asked to do, validated at the boundary.
+
+use crate::collectives::Algorithm;
+use crate::error::{Error, Result};
+use crate::optim::{LrSchedule, SgdConfig};
+
+/// Settings of a data-parallel training run.
+///
+/// Every rank must be given the same configuration; [`Trainer::new`]
+/// (crate::trainer::Trainer::new) checks that they agree and fails on every
+/// rank otherwise.
+///
+/// The global batch is fixed independently of the number of ranks: each of
+/// `p` ranks computes the gradient of `global_batch / p` images, so runs on
+/// 1, 2, 3 or 4 nodes follow the same optimisation. `global_batch` must
+/// therefore be a multiple of the world size. The last partial global batch of
+/// an epoch is dropped (at most `global_batch - 1` images an epoch), so every
+/// step sees a full global batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Images per optimiser step, summed over all ranks.
+    pub global_batch: usize,
+    /// Number of passes over the training set.
+    pub epochs: u64,
+    /// Stop after this many optimiser steps in total (for quick runs), even
+    /// in the middle of an epoch.
+    pub max_steps: Option<u64>,
+    /// Learning rate at the top of the schedule.
+    pub base_lr: f32,
+    /// Learning-rate schedule over global steps.
+    pub schedule: LrSchedule,
+    /// Momentum, weight decay, Nesterov (the `lr` field is ignored: the
+    /// schedule sets it every step).
+    pub sgd: SgdConfig,
+    /// Gradient-averaging algorithm.
+    pub algorithm: Algorithm,
+    /// Seed of the initial weights, the data order and the augmentation.
+    pub seed: u64,
+    /// Random crop (4-pixel padding) and horizontal flip of training images.
+    pub augment: bool,
+    /// Hash the weights on every rank every this many steps and fail on
+    /// drift (`None`: never).
+    pub verify_every: Option<u64>,
+    /// Images per forward pass when evaluating (per rank).
+    pub eval_batch: usize,
+}
+
+impl TrainConfig {
+    /// PiNet's reference settings for a global batch `global_batch`:
+    /// SGD momentum 0.9, weight decay 5e-4, lr = 0.05 x batch / 128, cosine
+    /// schedule over `epochs`, augmentation on, ring allreduce.
+    ///
+    /// ```
+    /// # use ringsgd::trainer::TrainConfig;
+    /// let cfg = TrainConfig::pinet_defaults(128, 30);
+    /// assert_eq!(cfg.base_lr, 0.05);
+    /// ```
+    pub fn pinet_defaults(global_batch: usize, epochs: u64) -> Self {
+        TrainConfig {
+            global_batch,
+            epochs,
+            max_steps: None,
+            base_lr: 0.05 * global_batch as f32 / 128.0,
+            schedule: LrSchedule::Cosine {
+                warmup_steps: 0,
+                total_steps: 0,
+            },
+            sgd: SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                nesterov: false,
+            },
+            algorithm: Algorithm::Ring,
+            seed: 0,
+            augment: true,
+            verify_every: None,
+            eval_batch: 250,
+        }
+    }
+
+    /// Checks the settings on their own and against the world size.
+    pub fn validate(&self, world_size: usize) -> Result<()> {
+        if self.global_batch == 0 {
+            return Err(Error::invalid("global batch must be at least 1"));
+        }
+        if self.global_batch % world_size != 0 {
+            let lo = self.global_batch / world_size * world_size;
+            let hi = lo + world_size;
+            let lo = if lo == 0 { hi } else { lo };
+            return Err(Error::invalid(format!(
+                "global batch {} is not divisible by the {world_size} ranks; use a multiple of \
+                 {world_size} such as {lo} or {hi}",
+                self.global_batch
+            )));
+        }
+        if self.eval_batch == 0 {
+            return Err(Error::invalid("eval batch must be at least 1"));
+        }
+        if !(self.base_lr.is_finite() && self.base_lr > 0.0) {
+            return Err(Error::invalid(format!(
+                "learning rate must be a positive number, got {}",
+                self.base_lr
+            )));
+        }
+        if self.verify_every == Some(0) {
+            return Err(Error::invalid("verify-every must be at least 1"));
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            return Err(Error::invalid("epochs must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Images each of `world_size` ranks computes per step.
+    pub fn per_rank_batch(&self, world_size: usize) -> usize {
+        self.global_batch / world_size
+    }
+
+    /// A canonical text of every setting that changes the optimisation, for
+    /// the cross-rank agreement check and for checkpoints.
+    pub fn canonical(&self) -> String {
+        format!(
+            "global_batch={} epochs={} max_steps={:?} base_lr={:08x} schedule={:?} momentum={:08x} \
+             weight_decay={:08x} nesterov={} algorithm={} seed={} augment={} verify_every={:?} \
+             eval_batch={}",
+            self.global_batch,
+            self.epochs,
+            self.max_steps,
+            self.base_lr.to_bits(),
+            self.schedule,
+            self.sgd.momentum.to_bits(),
+            self.sgd.weight_decay.to_bits(),
+            self.sgd.nesterov,
+            self.algorithm,
+            self.seed,
+            self.augment,
+            self.verify_every,
+            self.eval_batch
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_must_divide_world() {
+        let cfg = TrainConfig::pinet_defaults(128, 1);
+        assert!(cfg.validate(4).is_ok());
+        let err = cfg.validate(3).unwrap_err().to_string();
+        assert!(err.contains("128") && err.contains("126") && err.contains("129"), "{err}");
+    }
+
+    #[test]
+    fn zero_batch_rejected() {
+        let cfg = TrainConfig::pinet_defaults(0, 1);
+        assert!(cfg.validate(1).unwrap_err().to_string().contains("global batch"));
+    }
+
+    #[test]
+    fn canonical_differs_when_settings_differ() {
+        let a = TrainConfig::pinet_defaults(64, 2);
+        let mut b = a.clone();
+        b.seed = 7;
+        assert_ne!(a.canonical(), b.canonical());
+        assert_eq!(a.canonical(), a.clone().canonical());
+    }
+}

@@ -1,0 +1,462 @@
+//! The data-parallel training loop.
+
+use log::{debug, info};
+
+use crate::collectives::{ensure_agree, Allreducer};
+use crate::comm::Communicator;
+use crate::data::{epoch_permutation, BatchBuilder, Dataset, Normalizer};
+use crate::error::{Error, Result};
+use crate::nn::Model;
+use crate::optim::{LrSchedule, Sgd};
+use crate::parallel::ComputePool;
+use crate::trainer::config::TrainConfig;
+use crate::trainer::metrics::{EpochReport, EvalReport};
+use crate::trainer::timing::{Lap, StepTimes};
+
+/// Progress of one step, handed to the caller's callback (for progress bars).
+#[derive(Debug, Clone, Copy)]
+pub struct StepProgress {
+    /// 1-based epoch being trained.
+    pub epoch: u64,
+    /// 1-based step within the epoch.
+    pub step_in_epoch: u64,
+    /// Steps in a full epoch.
+    pub steps_per_epoch: u64,
+    /// Global optimiser steps done, this one included.
+    pub global_step: u64,
+    /// Mean loss of this rank's share of the step's batch.
+    pub local_loss: f64,
+    /// Learning rate applied in this step.
+    pub lr: f32,
+    /// This rank's time split of the step.
+    pub times: StepTimes,
+}
+
+/// Data-parallel SGD over any [`Communicator`].
+///
+/// Every rank holds a full replica of the model. Each step, rank `r` of `p`
+/// takes its contiguous `1/p` share of the global batch (the same
+/// permutation of the training set is drawn on every rank from the shared
+/// seed, so no data moves over the network), computes the gradient of the
+/// mean loss over its share, the gradients are averaged with the configured
+/// allreduce, and every rank applies the same SGD update: replicas stay
+/// bitwise identical, which [`TrainConfig::verify_every`] checks.
+///
+/// MPI calls happen on the thread that calls the trainer; forward and
+/// backward run in the [`ComputePool`].
+///
+/// ```
+/// use ringsgd::comm::local::run_ranks;
+/// use ringsgd::data::synthetic;
+/// use ringsgd::data::Normalizer;
+/// use ringsgd::nn::Model;
+/// use ringsgd::parallel::ComputePool;
+/// use ringsgd::trainer::{TrainConfig, Trainer};
+///
+/// # fn main() -> ringsgd::Result<()> {
+/// let data = synthetic::generate(64, 1);
+/// let norm = Normalizer::from_dataset(&data)?;
+/// let losses = run_ranks(2, |comm| {
+///     let model = Model::from_spec("conv3x3(4,p1) relu maxpool2 flatten linear(10)", [3, 32, 32], 1)?;
+///     let mut cfg = TrainConfig::pinet_defaults(16, 1);
+///     cfg.augment = false;
+///     let mut trainer = Trainer::new(&comm, ComputePool::new(1)?, model, cfg)?;
+///     let report = trainer.train_epoch(&data, &norm, &mut |_| {})?;
+///     Ok(report.train_loss)
+/// })?;
+/// assert_eq!(losses[0], losses[1]);
+/// # Ok(()) }
+/// ```
+pub struct Trainer<'c> {
+    comm: &'c dyn Communicator,
+    pool: ComputePool,
+    model: Model,
+    sgd: Sgd,
+    allreducer: Allreducer,
+    cfg: TrainConfig,
+    batches: BatchBuilder,
+    /// Completed epochs.
+    epoch: u64,
+    /// Global optimiser steps done.
+    step: u64,
+    /// This rank's dataset indices for the current step (reused).
+    indices: Vec<usize>,
+    /// Position of each of `indices` in the epoch's permutation (reused).
+    positions: Vec<u64>,
+    /// The permutation of the epoch in `perm_epoch`.
+    perm: Vec<usize>,
+    perm_epoch: Option<u64>,
+    /// This rank's step times in the current epoch.
+    times: Vec<StepTimes>,
+    /// Per step of the last epoch, the slowest rank's times.
+    slowest: Vec<StepTimes>,
+}
+
+impl<'c> Trainer<'c> {
+    /// Sets up a trainer on every rank (collective: all ranks must call it).
+    ///
+    /// Checks that all ranks were given the same configuration and model
+    /// (failing on every rank otherwise), then copies rank 0's initial
+    /// weights to every rank.
+    pub fn new(
+        comm: &'c dyn Communicator,
+        pool: ComputePool,
+        mut model: Model,
+        cfg: TrainConfig,
+    ) -> Result<Self> {
+        cfg.validate(comm.size())?;
+        let sgd = Sgd::new(cfg.sgd.clone(), model.num_params())?;
+        let identity = format!(
+            "{}\nmodel={} input={:?} params={} world={}",
+            cfg.canonical(),
+            model.spec(),
+            model.input_chw(),
+            model.num_params(),
+            comm.size()
+        );
+        ensure_agree(comm, "training configuration and model", identity.as_bytes())?;
+        comm.broadcast_f32(0, model.params_mut())?;
+        info!(
+            "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {}, {} cores",
+            comm.rank(),
+            comm.size(),
+            model.num_params(),
+            cfg.per_rank_batch(comm.size()),
+            cfg.algorithm,
+            pool.cores()
+        );
+        Ok(Trainer {
+            comm,
+            pool,
+            model,
+            sgd,
+            allreducer: Allreducer::new(cfg.algorithm),
+            cfg,
+            batches: BatchBuilder::new(),
+            epoch: 0,
+            step: 0,
+            indices: Vec::new(),
+            positions: Vec::new(),
+            perm: Vec::new(),
+            perm_epoch: None,
+            times: Vec::new(),
+            slowest: Vec::new(),
+        })
+    }
+
+    /// The model replica of this rank.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The optimiser (its momentum buffer is part of checkpoints).
+    pub fn optimizer(&self) -> &Sgd {
+        &self.sgd
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Completed epochs.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Global optimiser steps done.
+    pub fn global_step(&self) -> u64 {
+        self.step
+    }
+
+    /// This rank's step times of the last (or current) epoch.
+    pub fn step_times(&self) -> &[StepTimes] {
+        &self.times
+    }
+
+    /// For every step of the last [`Trainer::train_epoch`] call, the
+    /// field-wise maximum over ranks of the step times (the same on every
+    /// rank).
+    pub fn last_epoch_slowest_times(&self) -> &[StepTimes] {
+        &self.slowest
+    }
+
+    /// Cores of this rank's compute pool.
+    pub fn cores(&self) -> usize {
+        self.pool.cores()
+    }
+
+    /// The communicator.
+    pub fn comm(&self) -> &'c dyn Communicator {
+        self.comm
+    }
+
+    /// Whether the run is over: all epochs done or `max_steps` reached.
+    pub fn finished(&self) -> bool {
+        self.epoch >= self.cfg.epochs || self.cfg.max_steps.is_some_and(|m| self.step >= m)
+    }
+
+    /// Optimiser steps in one epoch of a training set of `n` images (the last
+    /// partial global batch is dropped).
+    pub fn steps_per_epoch(&self, n: usize) -> u64 {
+        (n / self.cfg.global_batch) as u64
+    }
+
+    /// The schedule with a cosine length of 0 resolved to the whole run.
+    fn schedule(&self, steps_per_epoch: u64) -> LrSchedule {
+        match self.cfg.schedule {
+            LrSchedule::Cosine {
+                warmup_steps,
+                total_steps: 0,
+            } => LrSchedule::Cosine {
+                warmup_steps,
+                total_steps: steps_per_epoch * self.cfg.epochs,
+            },
+            s => s,
+        }
+    }
+
+    /// Trains the rest of the current epoch (collective) and returns its
+    /// report, identical on every rank. `on_step` is called after every step
+    /// on every rank (rank 0 typically drives a progress bar with it).
+    ///
+    /// Stops early when [`TrainConfig::max_steps`] is reached; the epoch then
+    /// stays open and a later call (or a resumed run) continues it.
+    pub fn train_epoch(
+        &mut self,
+        train: &Dataset,
+        norm: &Normalizer,
+        on_step: &mut dyn FnMut(&StepProgress),
+    ) -> Result<EpochReport> {
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        let gb = self.cfg.global_batch;
+        let spe = self.steps_per_epoch(train.len());
+        if spe == 0 {
+            return Err(Error::invalid(format!(
+                "the training set has {} images, fewer than one global batch of {gb}",
+                train.len()
+            )));
+        }
+        if self.finished() {
+            return Err(Error::invalid(format!(
+                "training is finished (epoch {}, step {}); raise --epochs or --max-steps",
+                self.epoch, self.step
+            )));
+        }
+        let schedule = self.schedule(spe);
+        let first = self.step - self.epoch * spe;
+        if first >= spe {
+            return Err(Error::invalid(format!(
+                "step {} is past epoch {} of {spe} steps; the global batch or the training set \
+                 differ from the run that wrote the checkpoint",
+                self.step,
+                self.epoch + 1
+            )));
+        }
+        if self.perm_epoch != Some(self.epoch) {
+            self.perm = epoch_permutation(train.len(), self.cfg.seed, self.epoch);
+            self.perm_epoch = Some(self.epoch);
+        }
+        let per_rank = gb / size;
+        let shard = rank * per_rank..(rank + 1) * per_rank;
+        self.times.clear();
+        let (mut loss_sum, mut correct, mut images) = (0.0f64, 0usize, 0usize);
+        let mut lr = 0.0;
+        let epoch_start = std::time::Instant::now();
+        let mut steps = 0u64;
+        for s in first..spe {
+            if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
+                break;
+            }
+            let base = s as usize * gb;
+            self.indices.clear();
+            self.indices
+                .extend_from_slice(&self.perm[base + shard.start..base + shard.end]);
+            self.positions.clear();
+            self.positions
+                .extend((base + shard.start..base + shard.end).map(|p| p as u64));
+
+            let mut lap = Lap::start();
+            let aug = self.cfg.augment.then_some((self.cfg.seed, self.epoch));
+            let (input, labels) =
+                self.batches
+                    .fill(train, &self.indices, &self.positions, aug, norm)?;
+            let stats = self.model.train_step(&self.pool, input, labels)?;
+            let mut t = StepTimes {
+                compute: lap.lap(),
+                ..Default::default()
+            };
+            self.comm.barrier()?;
+            t.wait = lap.lap();
+            self.allreducer
+                .allreduce_mean(self.comm, self.model.grads_mut())?;
+            t.allreduce = lap.lap();
+            lr = schedule.lr(self.cfg.base_lr, self.step);
+            let (params, grads) = self.model.params_and_grads_mut();
+            self.sgd.step(params, grads, lr)?;
+            t.compute += lap.lap();
+            t.step = t.compute + t.wait + t.allreduce;
+            self.times.push(t);
+
+            loss_sum += stats.loss_sum;
+            correct += stats.correct;
+            images += stats.count;
+            self.step += 1;
+            steps += 1;
+            if let Some(k) = self.cfg.verify_every {
+                if self.step % k == 0 {
+                    self.verify_replicas()?;
+                }
+            }
+            on_step(&StepProgress {
+                epoch: self.epoch + 1,
+                step_in_epoch: s + 1,
+                steps_per_epoch: spe,
+                global_step: self.step,
+                local_loss: stats.loss_sum / stats.count.max(1) as f64,
+                lr,
+                times: t,
+            });
+        }
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let epoch_number = self.epoch + 1;
+        if self.step - self.epoch * spe == spe {
+            self.epoch += 1;
+        }
+        let mut sums = [loss_sum as f32, correct as f32, images as f32];
+        self.allreducer.allreduce_sum(self.comm, &mut sums)?;
+        self.slowest = self.slowest_rank_times()?;
+        let total = self
+            .slowest
+            .iter()
+            .fold(StepTimes::default(), |acc, t| acc.add(t));
+        let n = sums[2].max(1.0) as f64;
+        let report = EpochReport {
+            epoch: epoch_number,
+            step: self.step,
+            steps,
+            train_loss: sums[0] as f64 / n,
+            train_accuracy: sums[1] as f64 / n,
+            lr,
+            images_per_sec: (steps as f64 * gb as f64) / seconds.max(1e-12),
+            seconds,
+            times: total,
+            test: None,
+        };
+        debug!("rank {rank}: epoch {epoch_number} done: {report:?}");
+        Ok(report)
+    }
+
+    /// Evaluates the model on `data` (collective): each rank takes a
+    /// contiguous part of the set, and the sums are reduced over all ranks.
+    pub fn evaluate(&mut self, data: &Dataset, norm: &Normalizer) -> Result<EvalReport> {
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        let n = data.len();
+        let (lo, hi) = (n * rank / size, n * (rank + 1) / size);
+        let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+        let mut start = lo;
+        while start < hi {
+            let end = (start + self.cfg.eval_batch).min(hi);
+            self.indices.clear();
+            self.indices.extend(start..end);
+            self.positions.clear();
+            self.positions.extend((start..end).map(|p| p as u64));
+            let (input, labels) =
+                self.batches
+                    .fill(data, &self.indices, &self.positions, None, norm)?;
+            let stats = self.model.evaluate(&self.pool, input, labels)?;
+            loss_sum += stats.loss_sum;
+            correct += stats.correct;
+            count += stats.count;
+            start = end;
+        }
+        let mut sums = [loss_sum as f32, correct as f32, count as f32];
+        self.allreducer.allreduce_sum(self.comm, &mut sums)?;
+        let images = sums[2] as usize;
+        let denom = images.max(1) as f64;
+        Ok(EvalReport {
+            loss: sums[0] as f64 / denom,
+            accuracy: sums[1] as f64 / denom,
+            images,
+        })
+    }
+
+    /// A 64-bit FNV-1a hash of this rank's weights (bit patterns).
+    pub fn weights_hash(&self) -> u64 {
+        fnv1a(self.model.params())
+    }
+
+    /// Compares the weight hashes of all ranks (collective) and fails with
+    /// [`Error::ReplicaDrift`] on every rank if any differ.
+    pub fn verify_replicas(&self) -> Result<()> {
+        let h = self.weights_hash();
+        match ensure_agree(self.comm, "model weights", &h.to_le_bytes()) {
+            Err(Error::RankMismatch(msg)) => Err(Error::ReplicaDrift {
+                step: self.step,
+                msg,
+            }),
+            other => other,
+        }
+    }
+
+    /// For every step of the current epoch, the field-wise maximum over
+    /// ranks of the step times (collective).
+    fn slowest_rank_times(&mut self) -> Result<Vec<StepTimes>> {
+        let mut flat: Vec<f32> = self.times.iter().flat_map(|t| t.to_array()).collect();
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        if size > 1 {
+            if rank == 0 {
+                let mut other = vec![0.0f32; flat.len()];
+                for src in 1..size {
+                    self.comm.recv_f32(src, &mut other)?;
+                    for (a, b) in flat.iter_mut().zip(&other) {
+                        *a = a.max(*b);
+                    }
+                }
+            } else {
+                self.comm.send_f32(0, &flat)?;
+            }
+            self.comm.broadcast_f32(0, &mut flat)?;
+        }
+        Ok(flat
+            .chunks_exact(StepTimes::FIELDS)
+            .map(|c| StepTimes::from_array([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Sets the counters after a restore (see `resume`).
+    pub(crate) fn set_position(&mut self, epoch: u64, step: u64) {
+        self.epoch = epoch;
+        self.step = step;
+    }
+
+    pub(crate) fn parts_mut(&mut self) -> (&'c dyn Communicator, &mut Model, &mut Sgd) {
+        (self.comm, &mut self.model, &mut self.sgd)
+    }
+}
+
+/// 64-bit FNV-1a over the bit patterns of `values`.
+fn fnv1a(values: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in values {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    #[test]
+    fn hash_sees_single_bit_flips() {
+        let a = vec![1.0f32, 2.0, 3.0];
+        let mut b = a.clone();
+        b[2] = f32::from_bits(b[2].to_bits() ^ 1);
+        assert_ne!(fnv1a(&a), fnv1a(&b));
+        assert_eq!(fnv1a(&a), fnv1a(&a.clone()));
+    }
+}

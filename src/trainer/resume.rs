@@ -1,0 +1,143 @@
+//! Checkpoints of a trainer, and restoring one on every rank.
+//!
+//! Rank 0 writes checkpoints (it is the only rank guaranteed to see the head
+//! node's file system) and, on resume, reads the file and broadcasts the
+//! state to the other ranks, so nodes need no shared file system.
+//!
+//! The data order and the augmentation are counter-based functions of
+//! `(seed, epoch, position in the epoch)`, so `(seed, epoch, step)` is the
+//! whole random state of a run: a resumed run continues exactly, bitwise, and
+//! does so with another world size too (the global batches are the same).
+
+use log::info;
+
+use crate::checkpoint::{Checkpoint, OptimizerState};
+use crate::error::{Error, Result};
+use crate::trainer::data_parallel::Trainer;
+
+impl Trainer<'_> {
+    /// The state of the run at this point, to be saved by rank 0.
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let cfg = self.config();
+        let model = self.model();
+        let sgd = self.optimizer();
+        let [c, h, w] = model.input_chw();
+        Checkpoint {
+            model_spec: model.spec().to_string(),
+            input_chw: [c as u32, h as u32, w as u32],
+            params: model.params().to_vec(),
+            optimizer: OptimizerState {
+                momentum: sgd.momentum_buffer().to_vec(),
+                momentum_initialized: sgd.momentum_initialized(),
+                lr: cfg.base_lr,
+                momentum_factor: cfg.sgd.momentum,
+                weight_decay: cfg.sgd.weight_decay,
+                nesterov: cfg.sgd.nesterov,
+            },
+            epoch: self.epoch(),
+            step: self.global_step(),
+            seed: cfg.seed,
+            world_size_at_save: self.comm().size() as u32,
+            config: vec![
+                ("global_batch".into(), cfg.global_batch.to_string()),
+                ("augment".into(), cfg.augment.to_string()),
+                ("schedule".into(), format!("{:?}", cfg.schedule)),
+                ("allreduce".into(), cfg.algorithm.to_string()),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// Restores a checkpoint on every rank (collective).
+    ///
+    /// Rank 0 passes the result of loading the file (`Some`); other ranks pass
+    /// `None`. Rank 0 checks the checkpoint against the model and the
+    /// configuration and broadcasts the weights, the momentum and the step
+    /// counters; when rank 0 fails (unreadable file, other model, other seed
+    /// or global batch), every rank returns an error instead of waiting.
+    pub fn restore_from_root(&mut self, loaded: Option<Result<Checkpoint>>) -> Result<()> {
+        let comm = self.comm();
+        let rank = comm.rank();
+        // Header: status, epoch, step, momentum_initialized.
+        let mut header = [0u8; 32];
+        let mut root_error = None;
+        if rank == 0 {
+            let checked = match loaded {
+                Some(Ok(c)) => self.check(&c).map(|_| c),
+                Some(Err(e)) => Err(e),
+                None => Err(Error::invalid("rank 0 must be given the checkpoint to restore")),
+            };
+            match checked {
+                Ok(c) => {
+                    header[0] = 1;
+                    header[8..16].copy_from_slice(&c.epoch.to_le_bytes());
+                    header[16..24].copy_from_slice(&c.step.to_le_bytes());
+                    header[24] = c.optimizer.momentum_initialized as u8;
+                    let (_, model, sgd) = self.parts_mut();
+                    model.params_mut().copy_from_slice(&c.params);
+                    sgd.set_state(&c.optimizer.momentum, c.optimizer.momentum_initialized)?;
+                }
+                Err(e) => root_error = Some(e),
+            }
+        }
+        comm.broadcast_bytes(0, &mut header)?;
+        if header[0] != 1 {
+            return Err(root_error.unwrap_or_else(|| {
+                Error::invalid("rank 0 could not restore the checkpoint (see rank 0's error)")
+            }));
+        }
+        let epoch = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let step = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+        let initialized = header[24] == 1;
+        let (comm, model, sgd) = self.parts_mut();
+        comm.broadcast_f32(0, model.params_mut())?;
+        let mut momentum = sgd.momentum_buffer().to_vec();
+        comm.broadcast_f32(0, &mut momentum)?;
+        sgd.set_state(&momentum, initialized)?;
+        self.set_position(epoch, step);
+        info!("rank {rank}: resumed at epoch {epoch}, step {step}");
+        Ok(())
+    }
+
+    /// Rank 0's check that a checkpoint belongs to this run.
+    fn check(&self, c: &Checkpoint) -> Result<()> {
+        let model = self.model();
+        let bad = |msg: String| Error::invalid(format!("cannot resume from this checkpoint: {msg}"));
+        if c.model_spec != model.spec() {
+            return Err(bad(format!(
+                "it holds model '{}', this run builds '{}'",
+                c.model_spec,
+                model.spec()
+            )));
+        }
+        if c.params.len() != model.num_params() || c.optimizer.momentum.len() != model.num_params()
+        {
+            return Err(bad(format!(
+                "it holds {} parameters ({} momentum values), the model has {}",
+                c.params.len(),
+                c.optimizer.momentum.len(),
+                model.num_params()
+            )));
+        }
+        let cfg = self.config();
+        if c.seed != cfg.seed {
+            return Err(bad(format!(
+                "it was trained with seed {}, this run has --seed {}",
+                c.seed, cfg.seed
+            )));
+        }
+        let saved_batch = c
+            .config
+            .iter()
+            .find(|(k, _)| k == "global_batch")
+            .map(|(_, v)| v.as_str());
+        if saved_batch != Some(cfg.global_batch.to_string().as_str()) {
+            return Err(bad(format!(
+                "it was trained with global batch {}, this run has --global-batch {}",
+                saved_batch.unwrap_or("?"),
+                cfg.global_batch
+            )));
+        }
+        Ok(())
+    }
+}

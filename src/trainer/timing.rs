@@ -1,0 +1,170 @@
+//! Where a step's time goes: compute, waiting for the slowest rank, allreduce.
+
+use std::time::Instant;
+
+/// The wall-clock split of one optimiser step on one rank, in seconds.
+///
+/// * `compute`: batch assembly, forward, backward and the optimiser update.
+/// * `wait`: time blocked in a barrier before the allreduce, i.e. waiting for
+///   the slowest rank (load imbalance, noisy neighbours).
+/// * `allreduce`: the gradient allreduce itself.
+/// * `step`: the whole step (at least the sum of the three).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    /// Forward + backward + optimiser (+ batch assembly).
+    pub compute: f64,
+    /// Blocked before the allreduce waiting for other ranks.
+    pub wait: f64,
+    /// In the gradient allreduce.
+    pub allreduce: f64,
+    /// The whole step.
+    pub step: f64,
+}
+
+impl StepTimes {
+    /// Number of `f32` values [`StepTimes::to_array`] produces.
+    pub const FIELDS: usize = 4;
+
+    /// `[compute, wait, allreduce, step]` as `f32`, for exchanging between
+    /// ranks.
+    pub fn to_array(&self) -> [f32; 4] {
+        [
+            self.compute as f32,
+            self.wait as f32,
+            self.allreduce as f32,
+            self.step as f32,
+        ]
+    }
+
+    /// Inverse of [`StepTimes::to_array`].
+    pub fn from_array(a: [f32; 4]) -> Self {
+        StepTimes {
+            compute: a[0] as f64,
+            wait: a[1] as f64,
+            allreduce: a[2] as f64,
+            step: a[3] as f64,
+        }
+    }
+
+    /// Field-wise maximum (the slowest rank sets the pace of a step).
+    pub fn max(&self, other: &StepTimes) -> StepTimes {
+        StepTimes {
+            compute: self.compute.max(other.compute),
+            wait: self.wait.max(other.wait),
+            allreduce: self.allreduce.max(other.allreduce),
+            step: self.step.max(other.step),
+        }
+    }
+
+    /// Field-wise sum.
+    pub fn add(&self, other: &StepTimes) -> StepTimes {
+        StepTimes {
+            compute: self.compute + other.compute,
+            wait: self.wait + other.wait,
+            allreduce: self.allreduce + other.allreduce,
+            step: self.step + other.step,
+        }
+    }
+}
+
+/// Field-wise medians of a set of step times (`None` when empty).
+///
+/// ```
+/// # use ringsgd::trainer::{median_times, StepTimes};
+/// let t = |s| StepTimes { compute: s, wait: 0.0, allreduce: 0.0, step: s };
+/// let m = median_times(&[t(3.0), t(1.0), t(2.0)]).unwrap();
+/// assert_eq!(m.step, 2.0);
+/// ```
+pub fn median_times(times: &[StepTimes]) -> Option<StepTimes> {
+    if times.is_empty() {
+        return None;
+    }
+    let med = |f: fn(&StepTimes) -> f64| {
+        let mut v: Vec<f64> = times.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        }
+    };
+    Some(StepTimes {
+        compute: med(|t| t.compute),
+        wait: med(|t| t.wait),
+        allreduce: med(|t| t.allreduce),
+        step: med(|t| t.step),
+    })
+}
+
+/// A stopwatch that hands out laps.
+#[derive(Debug)]
+pub(crate) struct Lap(Instant);
+
+impl Lap {
+    pub(crate) fn start() -> Self {
+        Lap(Instant::now())
+    }
+
+    /// Seconds since the last lap (or start), and restarts.
+    pub(crate) fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let s = now.duration_since(self.0).as_secs_f64();
+        self.0 = now;
+        s
+    }
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM` on Linux), or
+/// `None` where the platform does not report it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_even_and_odd() {
+        let t = |s: f64| StepTimes {
+            compute: s,
+            wait: 2.0 * s,
+            allreduce: 0.0,
+            step: s,
+        };
+        let m = median_times(&[t(4.0), t(1.0), t(2.0), t(3.0)]).unwrap();
+        assert_eq!(m.compute, 2.5);
+        assert_eq!(m.wait, 5.0);
+        assert!(median_times(&[]).is_none());
+    }
+
+    #[test]
+    fn array_round_trip_and_max() {
+        let a = StepTimes {
+            compute: 1.0,
+            wait: 0.5,
+            allreduce: 0.25,
+            step: 2.0,
+        };
+        assert_eq!(StepTimes::from_array(a.to_array()), a);
+        let b = StepTimes {
+            compute: 0.5,
+            wait: 1.0,
+            allreduce: 0.25,
+            step: 1.0,
+        };
+        let m = a.max(&b);
+        assert_eq!((m.compute, m.wait, m.step), (1.0, 1.0, 2.0));
+    }
+
+    #[test]
+    fn peak_rss_is_reported_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes().unwrap() > 0);
+        }
+    }
+}
