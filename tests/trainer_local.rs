@@ -1,0 +1,181 @@
+//! The data-parallel trainer over the in-process communicator: learning,
+//! identical replicas, world-size independence, exact resume.
+
+use ringsgd::checkpoint::Checkpoint;
+use ringsgd::comm::local::run_ranks;
+use ringsgd::data::{synthetic, Dataset, Normalizer};
+use ringsgd::nn::Model;
+use ringsgd::parallel::ComputePool;
+use ringsgd::trainer::{EpochReport, TrainConfig, Trainer};
+use ringsgd::Result;
+
+const SPEC: &str = "conv3x3(6,p1) relu maxpool2 conv3x3(8,p1) relu maxpool2 flatten linear(10)";
+
+fn data() -> (Dataset, Dataset, Normalizer) {
+    let train = synthetic::generate(96, 11);
+    let test = synthetic::generate(40, 12);
+    let norm = Normalizer::from_dataset(&train).unwrap();
+    (train, test, norm)
+}
+
+fn config(epochs: u64) -> TrainConfig {
+    let mut cfg = TrainConfig::pinet_defaults(24, epochs);
+    cfg.base_lr = 0.05;
+    cfg.seed = 5;
+    cfg.verify_every = Some(2);
+    cfg
+}
+
+struct Run {
+    reports: Vec<EpochReport>,
+    weights: Vec<f32>,
+    hash: u64,
+}
+
+/// Trains `epochs` epochs on `ranks` threads, optionally resuming from a
+/// checkpoint, and returns every rank's result.
+fn train(
+    ranks: usize,
+    cores: usize,
+    cfg: &TrainConfig,
+    resume: Option<&Checkpoint>,
+    stop_after_epochs: Option<u64>,
+) -> Result<Vec<(Run, Checkpoint)>> {
+    let (train, test, norm) = data();
+    run_ranks(ranks, |comm| {
+        let model = Model::from_spec(SPEC, [3, 32, 32], cfg.seed)?;
+        let mut t = Trainer::new(&comm, ComputePool::new(cores)?, model, cfg.clone())?;
+        if let Some(c) = resume {
+            let mine = (t.comm().rank() == 0).then(|| Ok(c.clone()));
+            t.restore_from_root(mine)?;
+        }
+        let mut reports = Vec::new();
+        while !t.finished() && stop_after_epochs.is_none_or(|k| t.epoch() < k) {
+            let mut r = t.train_epoch(&train, &norm, &mut |_| {})?;
+            r.test = Some(t.evaluate(&test, &norm)?);
+            reports.push(r);
+        }
+        t.verify_replicas()?;
+        Ok((
+            Run {
+                reports,
+                weights: t.model().params().to_vec(),
+                hash: t.weights_hash(),
+            },
+            t.to_checkpoint(),
+        ))
+    })
+}
+
+#[test]
+fn loss_decreases_and_replicas_stay_identical() {
+    let runs = train(3, 1, &config(4), None, None).unwrap();
+    let (first, _) = &runs[0];
+    let losses: Vec<f64> = first.reports.iter().map(|r| r.train_loss).collect();
+    assert!(
+        losses.last().unwrap() < &(losses[0] * 0.8),
+        "loss did not decrease: {losses:?}"
+    );
+    for (r, _) in &runs[1..] {
+        assert_eq!(r.hash, first.hash);
+        assert_eq!(r.weights, first.weights);
+        assert_eq!(r.reports, first.reports, "reports differ across ranks");
+    }
+}
+
+#[test]
+fn world_sizes_follow_the_same_trajectory() {
+    let cfg = config(2);
+    let one = train(1, 1, &cfg, None, None).unwrap();
+    for p in [2, 3] {
+        let many = train(p, 1, &cfg, None, None).unwrap();
+        for (a, b) in one[0].0.reports.iter().zip(&many[0].0.reports) {
+            let rel = (a.train_loss - b.train_loss).abs() / a.train_loss;
+            assert!(rel < 1e-3, "p={p}: loss {} vs {}", b.train_loss, a.train_loss);
+        }
+        let max_diff = one[0]
+            .0
+            .weights
+            .iter()
+            .zip(&many[0].0.weights)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max_diff < 1e-3, "p={p}: weights differ by {max_diff}");
+    }
+}
+
+#[test]
+fn core_count_does_not_change_the_bits() {
+    let cfg = config(1);
+    let a = train(2, 1, &cfg, None, None).unwrap();
+    let b = train(2, 2, &cfg, None, None).unwrap();
+    assert_eq!(a[0].0.weights, b[0].0.weights);
+}
+
+#[test]
+fn resume_is_exact_and_works_across_world_sizes() {
+    let cfg = config(3);
+    let full = train(2, 1, &cfg, None, None).unwrap();
+    let part = train(2, 1, &cfg, None, Some(1)).unwrap();
+    let ckpt = &part[0].1;
+    assert_eq!(ckpt.epoch, 1);
+    // Through the file format too.
+    let dir = std::env::temp_dir().join(format!("ringsgd_resume_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.ckpt");
+    ckpt.save_atomic(&path).unwrap();
+    let loaded = Checkpoint::load(&path).unwrap();
+    let resumed = train(2, 1, &cfg, Some(&loaded), None).unwrap();
+    assert_eq!(resumed[0].0.weights, full[0].0.weights, "resume is not bitwise exact");
+    assert_eq!(resumed[1].0.weights, full[0].0.weights);
+
+    let other_world = train(3, 1, &cfg, Some(&loaded), None).unwrap();
+    let max_diff = other_world[0]
+        .0
+        .weights
+        .iter()
+        .zip(&full[0].0.weights)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max_diff < 1e-3, "resume on 3 ranks drifted by {max_diff}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_with_another_seed_is_refused_on_every_rank() {
+    let cfg = config(1);
+    let done = train(2, 1, &cfg, None, None).unwrap();
+    let mut other = config(2);
+    other.seed = 6;
+    let err = train(2, 1, &other, Some(&done[0].1), None).err().unwrap();
+    assert!(err.to_string().contains("seed"), "{err}");
+}
+
+#[test]
+fn disagreeing_configs_fail_fast() {
+    let (train_set, _, norm) = data();
+    let result = run_ranks(2, |comm| {
+        let mut cfg = config(1);
+        if comm.rank() == 1 {
+            cfg.seed = 99;
+        }
+        let model = Model::from_spec(SPEC, [3, 32, 32], 1)?;
+        let mut t = Trainer::new(&comm, ComputePool::new(1)?, model, cfg)?;
+        t.train_epoch(&train_set, &norm, &mut |_| {})?;
+        Ok(())
+    });
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("disagree"), "{err}");
+}
+
+#[test]
+fn batch_not_divisible_by_ranks_is_an_error() {
+    let result = run_ranks(3, |comm| {
+        let model = Model::from_spec(SPEC, [3, 32, 32], 1)?;
+        let mut cfg = config(1);
+        cfg.global_batch = 16;
+        Trainer::new(&comm, ComputePool::new(1)?, model, cfg).map(|_| ())
+    });
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("not divisible"), "{err}");
+}
