@@ -51,8 +51,8 @@ fn run_local(args: &cli::Args, n: usize) -> i32 {
 /// The MPI world (a one-rank world when started without mpirun).
 #[cfg(feature = "mpi")]
 fn run_world(args: &cli::Args) -> i32 {
-    let (_universe, comm) = match ringsgd::comm::mpi::init() {
-        Ok(u) => u,
+    let comm = match ringsgd::comm::mpi::init() {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;

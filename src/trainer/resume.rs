@@ -13,6 +13,7 @@ use log::info;
 
 use crate::checkpoint::{Checkpoint, OptimizerState};
 use crate::error::{Error, Result};
+use crate::optim::Sgd;
 use crate::trainer::data_parallel::Trainer;
 
 impl Trainer<'_> {
@@ -28,7 +29,7 @@ impl Trainer<'_> {
             params: model.params().to_vec(),
             optimizer: OptimizerState {
                 momentum: sgd.momentum_buffer().to_vec(),
-                momentum_initialized: sgd.momentum_initialized(),
+                momentum_initialized: sgd.has_momentum_buffer(),
                 lr: cfg.base_lr,
                 momentum_factor: cfg.sgd.momentum,
                 weight_decay: cfg.sgd.weight_decay,
@@ -61,6 +62,7 @@ impl Trainer<'_> {
         // Header: status, epoch, step, momentum_initialized.
         let mut header = [0u8; 32];
         let mut root_error = None;
+        let mut root_ckpt = None;
         if rank == 0 {
             let checked = match loaded {
                 Some(Ok(c)) => self.check(&c).map(|_| c),
@@ -73,9 +75,7 @@ impl Trainer<'_> {
                     header[8..16].copy_from_slice(&c.epoch.to_le_bytes());
                     header[16..24].copy_from_slice(&c.step.to_le_bytes());
                     header[24] = c.optimizer.momentum_initialized as u8;
-                    let (_, model, sgd) = self.parts_mut();
-                    model.params_mut().copy_from_slice(&c.params);
-                    sgd.set_state(&c.optimizer.momentum, c.optimizer.momentum_initialized)?;
+                    root_ckpt = Some(c);
                 }
                 Err(e) => root_error = Some(e),
             }
@@ -90,10 +90,15 @@ impl Trainer<'_> {
         let step = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
         let initialized = header[24] == 1;
         let (comm, model, sgd) = self.parts_mut();
-        comm.broadcast_f32(0, model.params_mut())?;
         let mut momentum = sgd.momentum_buffer().to_vec();
+        if let Some(c) = root_ckpt {
+            // Lengths were checked against this model by `check`.
+            model.params_mut().copy_from_slice(&c.params);
+            momentum.copy_from_slice(&c.optimizer.momentum);
+        }
+        comm.broadcast_f32(0, model.params_mut())?;
         comm.broadcast_f32(0, &mut momentum)?;
-        sgd.set_state(&momentum, initialized)?;
+        restore_momentum(sgd, &momentum, initialized)?;
         self.set_position(epoch, step);
         info!("rank {rank}: resumed at epoch {epoch}, step {step}");
         Ok(())
@@ -110,13 +115,14 @@ impl Trainer<'_> {
                 model.spec()
             )));
         }
-        if c.params.len() != model.num_params() || c.optimizer.momentum.len() != model.num_params()
-        {
+        let momentum_len = self.optimizer().momentum_buffer().len();
+        if c.params.len() != model.num_params() || c.optimizer.momentum.len() != momentum_len {
             return Err(bad(format!(
-                "it holds {} parameters ({} momentum values), the model has {}",
+                "it holds {} parameters and {} momentum values, this run has {} and {}",
                 c.params.len(),
                 c.optimizer.momentum.len(),
-                model.num_params()
+                model.num_params(),
+                momentum_len
             )));
         }
         let cfg = self.config();
@@ -138,6 +144,16 @@ impl Trainer<'_> {
                 cfg.global_batch
             )));
         }
+        Ok(())
+    }
+}
+
+/// Puts a saved momentum buffer (or its absence) into the optimiser.
+fn restore_momentum(sgd: &mut Sgd, momentum: &[f32], initialized: bool) -> Result<()> {
+    if initialized {
+        sgd.set_momentum_buffer(momentum)
+    } else {
+        sgd.reset_momentum();
         Ok(())
     }
 }
