@@ -1,1 +1,811 @@
-//! In-process communicator (work in progress)
+//! In-process communicator: `n` ranks as threads of one process.
+//!
+//! Every ordered pair of ranks is joined by channels (one for point-to-point
+//! messages, one for the communicator's own collectives, so that a
+//! [`barrier`](Communicator::barrier) can never swallow a user message). Sends
+//! are buffered and never block; message buffers are handed back to the
+//! sender after the receiver has consumed them, so a warm communicator does
+//! not allocate.
+//!
+//! Failure semantics: when a [`LocalComm`] is dropped (its rank returned,
+//! failed or panicked), every pending or future receive from it on the other
+//! ranks fails with [`Error::Comm`] once the messages it sent before leaving
+//! are consumed, and sends to it fail too. Errors therefore cascade instead
+//! of leaving ranks waiting forever. [`run_ranks`] reports the root cause,
+//! not the cascade.
+//!
+//! ```
+//! use ringsgd::collectives::{Algorithm, Allreducer};
+//! use ringsgd::comm::{local, Communicator};
+//!
+//! let sums = local::run_ranks(3, |comm| {
+//!     let mut grad = vec![comm.rank() as f32; 5];
+//!     Allreducer::new(Algorithm::Ring).allreduce_sum(&comm, &mut grad)?;
+//!     Ok(grad)
+//! })?;
+//! assert!(sums.iter().all(|g| g == &vec![3.0; 5]));
+//! # Ok::<(), ringsgd::Error>(())
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    broadcast_mismatch, check_peer, length_mismatch, segment_count, segment_range, Communicator,
+    SegmentSink,
+};
+use crate::error::{Error, Result};
+
+/// One message between two in-process ranks.
+enum Payload {
+    F32(Vec<f32>),
+    Bytes(Vec<u8>),
+    /// Small headers of the communicator's own collectives.
+    U64(Vec<u64>),
+    /// Sent by the coordinator of a collective that failed, so that every
+    /// rank returns the same error instead of waiting.
+    Fail(String),
+}
+
+impl Payload {
+    fn describe(&self) -> String {
+        match self {
+            Payload::F32(v) => format!("{} f32 value(s)", v.len()),
+            Payload::Bytes(v) => format!("{} byte(s)", v.len()),
+            Payload::U64(v) => format!("a {}-word collective header", v.len()),
+            Payload::Fail(_) => "a failure notice".to_string(),
+        }
+    }
+}
+
+/// State shared by the ranks of one in-process world.
+struct Shared {
+    /// `lost_peer[r]` is set when rank `r` saw a peer leave. [`run_ranks`]
+    /// uses it to tell cascade errors from root causes.
+    lost_peer: Vec<AtomicBool>,
+}
+
+/// One rank of an in-process world created by [`LocalComm::world`].
+///
+/// `LocalComm` is `Send` (move it to the thread that plays the rank) but not
+/// `Sync`: like an MPI communicator it is used by one thread at a time.
+pub struct LocalComm {
+    rank: usize,
+    size: usize,
+    /// `p2p_tx[d]`: point-to-point messages to rank `d`.
+    p2p_tx: Vec<Sender<Payload>>,
+    /// `p2p_rx[s]`: point-to-point messages from rank `s`.
+    p2p_rx: Vec<Receiver<Payload>>,
+    /// Same for the communicator's own collectives.
+    coll_tx: Vec<Sender<Payload>>,
+    coll_rx: Vec<Receiver<Payload>>,
+    /// `recycle_in[d]`: our message buffers that rank `d` has consumed.
+    recycle_in: Vec<RecycleIn>,
+    /// `recycle_out[s]`: hands rank `s`'s consumed buffers back to it.
+    recycle_out: Vec<RecycleOut>,
+    shared: Arc<Shared>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for LocalComm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalComm")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Return path of consumed message buffers, one per buffer type.
+struct Recycle<F, B> {
+    f32s: F,
+    bytes: B,
+}
+
+/// Consumed buffers coming back from a peer.
+type RecycleIn = Recycle<Receiver<Vec<f32>>, Receiver<Vec<u8>>>;
+/// Consumed buffers going back to a peer.
+type RecycleOut = Recycle<Sender<Vec<f32>>, Sender<Vec<u8>>>;
+
+/// Which channel set a message travels on.
+#[derive(Clone, Copy)]
+enum Lane {
+    P2p,
+    Coll,
+}
+
+impl LocalComm {
+    /// Creates the `n` ranks of a new in-process world, rank `i` at index `i`.
+    ///
+    /// Move each one to its own thread (or use [`run_ranks`]).
+    pub fn world(n: usize) -> Result<Vec<LocalComm>> {
+        if n == 0 {
+            return Err(Error::invalid(
+                "LocalComm::world: the number of ranks must be at least 1, got 0",
+            ));
+        }
+        let shared = Arc::new(Shared {
+            lost_peer: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        });
+        let mut p2p_tx: Vec<Vec<Sender<Payload>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut p2p_rx: Vec<Vec<Receiver<Payload>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut coll_tx: Vec<Vec<Sender<Payload>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut coll_rx: Vec<Vec<Receiver<Payload>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut recycle_in: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        let mut recycle_out: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        // Outer loop over the sender, inner over the receiver: every vector
+        // is filled in peer order, so index = peer rank.
+        for s in 0..n {
+            for d in 0..n {
+                let (tx, rx) = channel();
+                p2p_tx[s].push(tx);
+                p2p_rx[d].push(rx);
+                let (tx, rx) = channel();
+                coll_tx[s].push(tx);
+                coll_rx[d].push(rx);
+                let (f32_tx, f32_rx) = channel();
+                let (bytes_tx, bytes_rx) = channel();
+                recycle_out[d].push(Recycle {
+                    f32s: f32_tx,
+                    bytes: bytes_tx,
+                });
+                recycle_in[s].push(Recycle {
+                    f32s: f32_rx,
+                    bytes: bytes_rx,
+                });
+            }
+        }
+        let mut comms = Vec::with_capacity(n);
+        let parts = p2p_tx
+            .into_iter()
+            .zip(p2p_rx)
+            .zip(coll_tx)
+            .zip(coll_rx)
+            .zip(recycle_in)
+            .zip(recycle_out);
+        for (rank, (((((p2p_tx, p2p_rx), coll_tx), coll_rx), recycle_in), recycle_out)) in
+            parts.enumerate()
+        {
+            comms.push(LocalComm {
+                rank,
+                size: n,
+                p2p_tx,
+                p2p_rx,
+                coll_tx,
+                coll_rx,
+                recycle_in,
+                recycle_out,
+                shared: Arc::clone(&shared),
+                timeout: None,
+            });
+        }
+        Ok(comms)
+    }
+
+    /// Makes every receive of this rank fail with [`Error::Comm`] after
+    /// waiting `timeout` (`None`, the default: wait as long as the peer is
+    /// alive). Useful in tests, to turn a deadlock into an error.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    fn comm_err(&self, msg: String) -> Error {
+        Error::Comm {
+            rank: self.rank,
+            msg,
+        }
+    }
+
+    fn peer_gone(&self, peer: usize) -> Error {
+        self.shared.lost_peer[self.rank].store(true, Ordering::SeqCst);
+        self.comm_err(format!(
+            "rank {peer} has left: its LocalComm was dropped (the rank returned, failed or panicked)"
+        ))
+    }
+
+    fn tx(&self, lane: Lane, dest: usize) -> &Sender<Payload> {
+        match lane {
+            Lane::P2p => &self.p2p_tx[dest],
+            Lane::Coll => &self.coll_tx[dest],
+        }
+    }
+
+    fn rx(&self, lane: Lane, src: usize) -> &Receiver<Payload> {
+        match lane {
+            Lane::P2p => &self.p2p_rx[src],
+            Lane::Coll => &self.coll_rx[src],
+        }
+    }
+
+    fn post(&self, lane: Lane, dest: usize, payload: Payload) -> Result<()> {
+        self.tx(lane, dest)
+            .send(payload)
+            .map_err(|_| self.peer_gone(dest))
+    }
+
+    fn take(&self, lane: Lane, src: usize) -> Result<Payload> {
+        let rx = self.rx(lane, src);
+        match self.timeout {
+            None => rx.recv().map_err(|_| self.peer_gone(src)),
+            Some(t) => rx.recv_timeout(t).map_err(|e| match e {
+                RecvTimeoutError::Disconnected => self.peer_gone(src),
+                RecvTimeoutError::Timeout => self.comm_err(format!(
+                    "no message from rank {src} within {t:?} (deadlock, or a peer stuck elsewhere?)"
+                )),
+            }),
+        }
+    }
+
+    /// A recycled f32 buffer previously sent to `dest`, or a new one.
+    fn f32_buffer(&self, dest: usize) -> Vec<f32> {
+        let mut v = self.recycle_in[dest].f32s.try_recv().unwrap_or_default();
+        v.clear();
+        v
+    }
+
+    fn bytes_buffer(&self, dest: usize) -> Vec<u8> {
+        let mut v = self.recycle_in[dest].bytes.try_recv().unwrap_or_default();
+        v.clear();
+        v
+    }
+
+    /// Hands a consumed message buffer back to its sender (best effort: if
+    /// the sender has left, the buffer is simply freed).
+    fn give_back(&self, src: usize, payload: Payload) {
+        let out = &self.recycle_out[src];
+        match payload {
+            Payload::F32(v) => drop(out.f32s.send(v)),
+            Payload::Bytes(v) => drop(out.bytes.send(v)),
+            Payload::U64(_) | Payload::Fail(_) => {}
+        }
+    }
+
+    fn send_f32_on(&self, lane: Lane, dest: usize, data: &[f32]) -> Result<()> {
+        let mut v = self.f32_buffer(dest);
+        v.extend_from_slice(data);
+        self.post(lane, dest, Payload::F32(v))
+    }
+
+    fn send_bytes_on(&self, lane: Lane, dest: usize, data: &[u8]) -> Result<()> {
+        let mut v = self.bytes_buffer(dest);
+        v.extend_from_slice(data);
+        self.post(lane, dest, Payload::Bytes(v))
+    }
+
+    fn wrong_message(&self, src: usize, expected: String, got: &Payload) -> Error {
+        if let Payload::Fail(msg) = got {
+            return Error::RankMismatch(msg.clone());
+        }
+        self.comm_err(format!(
+            "expected {expected} from rank {src}, got {}",
+            got.describe()
+        ))
+    }
+
+    fn recv_f32_on(&self, lane: Lane, src: usize, buf: &mut [f32]) -> Result<()> {
+        let p = self.take(lane, src)?;
+        let res = match &p {
+            Payload::F32(v) if v.len() == buf.len() => {
+                buf.copy_from_slice(v);
+                Ok(())
+            }
+            other => Err(self.wrong_message(src, format!("{} f32 value(s)", buf.len()), other)),
+        };
+        self.give_back(src, p);
+        res
+    }
+
+    fn recv_bytes_on(&self, lane: Lane, src: usize, buf: &mut [u8]) -> Result<()> {
+        let p = self.take(lane, src)?;
+        let res = match &p {
+            Payload::Bytes(v) if v.len() == buf.len() => {
+                buf.copy_from_slice(v);
+                Ok(())
+            }
+            other => Err(self.wrong_message(src, format!("{} byte(s)", buf.len()), other)),
+        };
+        self.give_back(src, p);
+        res
+    }
+
+    /// Allgather of a small header through rank 0 on the collective lane;
+    /// returns `size * mine.len()` words in rank order.
+    fn coll_allgather_u64(&self, mine: &[u64]) -> Result<Vec<u64>> {
+        let k = mine.len();
+        if self.rank == 0 {
+            let mut all = Vec::with_capacity(k * self.size);
+            all.extend_from_slice(mine);
+            for src in 1..self.size {
+                match self.take(Lane::Coll, src)? {
+                    Payload::U64(v) if v.len() == k => all.extend_from_slice(&v),
+                    other => {
+                        return Err(self.wrong_message(
+                            src,
+                            format!("a {k}-word collective header"),
+                            &other,
+                        ))
+                    }
+                }
+            }
+            for dest in 1..self.size {
+                self.post(Lane::Coll, dest, Payload::U64(all.clone()))?;
+            }
+            Ok(all)
+        } else {
+            self.post(Lane::Coll, 0, Payload::U64(mine.to_vec()))?;
+            match self.take(Lane::Coll, 0)? {
+                Payload::U64(v) if v.len() == k * self.size => Ok(v),
+                other => Err(self.wrong_message(
+                    0,
+                    format!("a {}-word collective header", k * self.size),
+                    &other,
+                )),
+            }
+        }
+    }
+
+    /// Shared part of the two broadcasts: agree on (length, root).
+    fn broadcast_check(&self, op: &str, root: usize, len: usize) -> Result<()> {
+        let all = self.coll_allgather_u64(&[len as u64, root as u64])?;
+        let headers: Vec<(u64, u64)> = all.chunks_exact(2).map(|h| (h[0], h[1])).collect();
+        if let Some(e) = broadcast_mismatch(op, &headers) {
+            return Err(e);
+        }
+        check_peer(self, root, &format!("{op} root"))
+    }
+}
+
+impl Communicator for LocalComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn send_f32(&self, dest: usize, data: &[f32]) -> Result<()> {
+        check_peer(self, dest, "send_f32 destination")?;
+        self.send_f32_on(Lane::P2p, dest, data)
+    }
+
+    fn recv_f32(&self, src: usize, buf: &mut [f32]) -> Result<()> {
+        check_peer(self, src, "recv_f32 source")?;
+        self.recv_f32_on(Lane::P2p, src, buf)
+    }
+
+    fn sendrecv_f32(&self, send: &[f32], dest: usize, recv: &mut [f32], src: usize) -> Result<()> {
+        check_peer(self, dest, "sendrecv_f32 destination")?;
+        check_peer(self, src, "sendrecv_f32 source")?;
+        self.send_f32_on(Lane::P2p, dest, send)?;
+        self.recv_f32_on(Lane::P2p, src, recv)
+    }
+
+    fn sendrecv_f32_segmented(
+        &self,
+        send: &[f32],
+        dest: usize,
+        recv_len: usize,
+        src: usize,
+        segment_len: usize,
+        on_segment: &mut SegmentSink<'_>,
+    ) -> Result<()> {
+        check_peer(self, dest, "sendrecv_f32_segmented destination")?;
+        check_peer(self, src, "sendrecv_f32_segmented source")?;
+        let n_send = segment_count(send.len(), segment_len);
+        let n_recv = segment_count(recv_len, segment_len);
+        // Keep one segment ahead: the peer thread can reduce segment k while
+        // this one copies segment k + 1.
+        self.send_f32_on(
+            Lane::P2p,
+            dest,
+            &send[segment_range(send.len(), segment_len, 0)],
+        )?;
+        let mut first_err = None;
+        for k in 0..n_send.max(n_recv) {
+            if k + 1 < n_send {
+                let r = segment_range(send.len(), segment_len, k + 1);
+                self.send_f32_on(Lane::P2p, dest, &send[r])?;
+            }
+            if k < n_recv {
+                let r = segment_range(recv_len, segment_len, k);
+                let p = self.take(Lane::P2p, src)?;
+                match &p {
+                    Payload::F32(v) if v.len() == r.len() => {
+                        if first_err.is_none() {
+                            if let Err(e) = on_segment(r.start, v) {
+                                first_err = Some(e);
+                            }
+                        }
+                    }
+                    other => {
+                        let e = self.wrong_message(
+                            src,
+                            format!("segment {k} of {} f32 value(s)", r.len()),
+                            other,
+                        );
+                        self.give_back(src, p);
+                        return Err(e);
+                    }
+                }
+                self.give_back(src, p);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()> {
+        check_peer(self, dest, "send_bytes destination")?;
+        self.send_bytes_on(Lane::P2p, dest, data)
+    }
+
+    fn recv_bytes(&self, src: usize, buf: &mut [u8]) -> Result<()> {
+        check_peer(self, src, "recv_bytes source")?;
+        self.recv_bytes_on(Lane::P2p, src, buf)
+    }
+
+    fn sendrecv_bytes(&self, send: &[u8], dest: usize, recv: &mut [u8], src: usize) -> Result<()> {
+        check_peer(self, dest, "sendrecv_bytes destination")?;
+        check_peer(self, src, "sendrecv_bytes source")?;
+        self.send_bytes_on(Lane::P2p, dest, send)?;
+        self.recv_bytes_on(Lane::P2p, src, recv)
+    }
+
+    fn barrier(&self) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        if self.rank == 0 {
+            for src in 1..self.size {
+                let mut token = [0u8; 0];
+                self.recv_bytes_on(Lane::Coll, src, &mut token)?;
+            }
+            for dest in 1..self.size {
+                self.send_bytes_on(Lane::Coll, dest, &[])?;
+            }
+            Ok(())
+        } else {
+            self.send_bytes_on(Lane::Coll, 0, &[])?;
+            self.recv_bytes_on(Lane::Coll, 0, &mut [])
+        }
+    }
+
+    fn broadcast_f32(&self, root: usize, buf: &mut [f32]) -> Result<()> {
+        self.broadcast_check("broadcast_f32", root, buf.len())?;
+        if self.rank == root {
+            for dest in (0..self.size).filter(|&d| d != root) {
+                self.send_f32_on(Lane::Coll, dest, buf)?;
+            }
+            Ok(())
+        } else {
+            self.recv_f32_on(Lane::Coll, root, buf)
+        }
+    }
+
+    fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<()> {
+        self.broadcast_check("broadcast_bytes", root, buf.len())?;
+        if self.rank == root {
+            for dest in (0..self.size).filter(|&d| d != root) {
+                self.send_bytes_on(Lane::Coll, dest, buf)?;
+            }
+            Ok(())
+        } else {
+            self.recv_bytes_on(Lane::Coll, root, buf)
+        }
+    }
+
+    /// Gathers every buffer at rank 0, sums in rank order and sends the
+    /// result back (the in-process stand-in for `MPI_Allreduce`).
+    fn native_allreduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        if self.rank != 0 {
+            self.send_f32_on(Lane::Coll, 0, buf)?;
+            return self.recv_f32_on(Lane::Coll, 0, buf);
+        }
+        let mut lens = vec![buf.len() as u64];
+        for src in 1..self.size {
+            let p = self.take(Lane::Coll, src)?;
+            match &p {
+                Payload::F32(v) => {
+                    lens.push(v.len() as u64);
+                    if v.len() == buf.len() {
+                        for (b, x) in buf.iter_mut().zip(v) {
+                            *b += *x;
+                        }
+                    }
+                }
+                other => {
+                    return Err(self.wrong_message(
+                        src,
+                        format!("{} f32 value(s)", buf.len()),
+                        other,
+                    ))
+                }
+            }
+            self.give_back(src, p);
+        }
+        if let Some(e) = length_mismatch("native allreduce", &lens) {
+            for dest in 1..self.size {
+                self.post(Lane::Coll, dest, Payload::Fail(e.to_string()))?;
+            }
+            return Err(e);
+        }
+        for dest in 1..self.size {
+            self.send_f32_on(Lane::Coll, dest, buf)?;
+        }
+        Ok(())
+    }
+
+    fn transport_name(&self) -> &'static str {
+        "in-process (threads)"
+    }
+}
+
+/// Runs `f` on `n` in-process ranks, one thread each, and returns the
+/// results in rank order.
+///
+/// If any rank fails (returns `Err` or panics), its communicator is dropped,
+/// so the other ranks' receives from it fail instead of waiting forever. The
+/// error returned is the root cause: the first failing rank (in rank order)
+/// that did not merely see a peer leave. A panic becomes an [`Error::Comm`]
+/// naming the rank and the panic message.
+///
+/// ```
+/// use ringsgd::comm::{local, Communicator};
+///
+/// let ranks = local::run_ranks(4, |comm| Ok(comm.rank() * 10))?;
+/// assert_eq!(ranks, vec![0, 10, 20, 30]);
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+pub fn run_ranks<T, F>(n: usize, f: F) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(LocalComm) -> Result<T> + Sync,
+{
+    let comms = LocalComm::world(n)?;
+    let shared = Arc::clone(&comms[0].shared);
+    let f = &f;
+    let outcomes: Vec<Result<T>> = std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(n);
+        let mut spawn_error = None;
+        for comm in comms {
+            let rank = comm.rank;
+            if spawn_error.is_some() {
+                // Dropping the rest makes the spawned ranks fail and return.
+                continue;
+            }
+            match std::thread::Builder::new()
+                .name(format!("ringsgd-rank-{rank}"))
+                .spawn_scoped(scope, move || f(comm))
+            {
+                Ok(h) => handles.push((rank, h)),
+                Err(e) => {
+                    spawn_error = Some(Error::Comm {
+                        rank,
+                        msg: format!("could not start the thread of rank {rank}: {e}"),
+                    })
+                }
+            }
+        }
+        let mut outcomes: Vec<Result<T>> = handles
+            .into_iter()
+            .map(|(rank, h)| {
+                h.join().unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    Err(Error::Comm {
+                        rank,
+                        msg: format!("rank {rank} panicked: {what}"),
+                    })
+                })
+            })
+            .collect();
+        if let Some(e) = spawn_error {
+            outcomes.push(Err(e));
+        }
+        outcomes
+    });
+
+    let mut values = Vec::with_capacity(n);
+    let mut root_cause: Option<Error> = None;
+    let mut cascade: Option<Error> = None;
+    for (rank, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Ok(v) => values.push(v),
+            Err(e) => {
+                let lost_peer = shared
+                    .lost_peer
+                    .get(rank)
+                    .is_some_and(|b| b.load(Ordering::SeqCst));
+                log::debug!("rank {rank} failed (saw a peer leave: {lost_peer}): {e}");
+                if !lost_peer && root_cause.is_none() {
+                    root_cause = Some(e);
+                } else if cascade.is_none() {
+                    cascade = Some(e);
+                }
+            }
+        }
+    }
+    match root_cause.or(cascade) {
+        Some(e) => Err(e),
+        None => Ok(values),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_ranks_is_an_error() {
+        let e = LocalComm::world(0).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    }
+
+    #[test]
+    fn point_to_point_checks_lengths_and_kinds() {
+        let out = run_ranks(2, |comm| {
+            if comm.rank() == 0 {
+                comm.send_f32(1, &[1.0, 2.0, 3.0])?;
+                comm.send_bytes(1, b"ab")?;
+                comm.send_f32(1, &[4.0])?;
+                Ok(String::new())
+            } else {
+                let mut two = [0.0f32; 2];
+                let e1 = comm.recv_f32(0, &mut two).unwrap_err().to_string();
+                let mut f = [0.0f32; 2];
+                let e2 = comm.recv_f32(0, &mut f).unwrap_err().to_string();
+                let mut one = [0.0f32; 1];
+                comm.recv_f32(0, &mut one)?;
+                assert_eq!(one, [4.0]);
+                Ok(format!("{e1} | {e2}"))
+            }
+        })
+        .unwrap();
+        assert!(
+            out[1].contains("expected 2 f32 value(s) from rank 0, got 3 f32"),
+            "{}",
+            out[1]
+        );
+        assert!(out[1].contains("got 2 byte(s)"), "{}", out[1]);
+    }
+
+    #[test]
+    fn out_of_range_peer_is_invalid_argument() {
+        let mut comms = LocalComm::world(2).unwrap();
+        let c = comms.remove(0);
+        let e = c.send_f32(2, &[1.0]).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains("rank 2"), "{e}");
+    }
+
+    #[test]
+    fn dropped_peer_fails_pending_receive_and_run_ranks_reports_root_cause() {
+        let e = run_ranks(3, |comm| {
+            if comm.rank() == 2 {
+                return Err(Error::invalid("rank 2 broke on purpose"));
+            }
+            // Ranks 0 and 1 wait for rank 2, which never sends.
+            let mut b = [0.0f32; 1];
+            comm.recv_f32(2, &mut b)?;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("rank 2 broke on purpose"), "{e}");
+    }
+
+    #[test]
+    fn panic_in_one_rank_fails_the_run_without_hanging() {
+        let e = run_ranks(2, |comm| {
+            if comm.rank() == 1 {
+                panic!("boom");
+            }
+            let mut b = [0u8; 1];
+            comm.recv_bytes(1, &mut b)?;
+            Ok(())
+        })
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("rank 1 panicked: boom"), "{msg}");
+    }
+
+    #[test]
+    fn timeout_turns_a_deadlock_into_an_error() {
+        let e = run_ranks(2, |mut comm| {
+            comm.set_timeout(Some(Duration::from_millis(50)));
+            // Both ranks receive first: a deadlock.
+            let mut b = [0.0f32; 1];
+            comm.recv_f32(1 - comm.rank(), &mut b)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("within"), "{e}");
+    }
+
+    #[test]
+    fn barrier_does_not_swallow_user_messages() {
+        let out = run_ranks(3, |comm| {
+            let right = (comm.rank() + 1) % 3;
+            let left = (comm.rank() + 2) % 3;
+            comm.send_f32(right, &[comm.rank() as f32])?;
+            comm.barrier()?;
+            let mut b = [0.0f32];
+            comm.recv_f32(left, &mut b)?;
+            Ok(b[0])
+        })
+        .unwrap();
+        assert_eq!(out, vec![2.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn broadcast_from_every_root_and_mismatch_on_every_rank() {
+        for root in 0..3 {
+            let out = run_ranks(3, |comm| {
+                let mut b = if comm.rank() == root {
+                    vec![7.0f32, 8.0]
+                } else {
+                    vec![0.0; 2]
+                };
+                comm.broadcast_f32(root, &mut b)?;
+                let mut bytes = if comm.rank() == root {
+                    b"xyz".to_vec()
+                } else {
+                    vec![0; 3]
+                };
+                comm.broadcast_bytes(root, &mut bytes)?;
+                Ok((b, bytes))
+            })
+            .unwrap();
+            assert!(out.iter().all(|(b, y)| b == &[7.0, 8.0] && y == b"xyz"));
+        }
+        let errs = run_ranks(3, |comm| {
+            let mut b = vec![0.0f32; 2 + comm.rank() / 2];
+            Ok(comm.broadcast_f32(0, &mut b).unwrap_err().to_string())
+        })
+        .unwrap();
+        for e in errs {
+            assert!(e.contains("rank 2: length 3, root 0"), "{e}");
+        }
+    }
+
+    #[test]
+    fn native_allreduce_sums_and_reports_mismatch_everywhere() {
+        let out = run_ranks(4, |comm| {
+            let mut b = vec![comm.rank() as f32 + 1.0; 3];
+            comm.native_allreduce_sum_f32(&mut b)?;
+            Ok(b)
+        })
+        .unwrap();
+        assert!(out.iter().all(|b| b == &[10.0; 3]));
+        let errs = run_ranks(3, |comm| {
+            let mut b = vec![1.0f32; if comm.rank() == 1 { 4 } else { 3 }];
+            let e = comm.native_allreduce_sum_f32(&mut b).unwrap_err();
+            Ok(matches!(e, Error::RankMismatch(_)))
+        })
+        .unwrap();
+        assert_eq!(errs, vec![true; 3]);
+    }
+
+    #[test]
+    fn warm_sends_reuse_buffers() {
+        run_ranks(2, |comm| {
+            let other = 1 - comm.rank();
+            let data = vec![1.0f32; 1000];
+            let mut got = vec![0.0f32; 1000];
+            comm.sendrecv_f32(&data, other, &mut got, other)?;
+            comm.barrier()?;
+            // The peer has consumed our first message and handed it back.
+            let v = comm.f32_buffer(other);
+            assert!(v.capacity() >= 1000);
+            Ok(())
+        })
+        .unwrap();
+    }
+}

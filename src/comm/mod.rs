@@ -10,12 +10,34 @@
 //!
 //! All methods are blocking and must be called from one thread per rank
 //! (MPI is used from a single thread; compute runs in the rayon pool).
+//!
+//! The trait is object safe: algorithms take `&dyn Communicator`.
+//!
+//! ```
+//! use ringsgd::comm::{local, Communicator};
+//!
+//! // Two in-process ranks swap a value around the ring.
+//! let got = local::run_ranks(2, |comm| {
+//!     let right = (comm.rank() + 1) % comm.size();
+//!     let left = (comm.rank() + comm.size() - 1) % comm.size();
+//!     let mine = [comm.rank() as f32];
+//!     let mut theirs = [0.0f32];
+//!     comm.sendrecv_f32(&mine, right, &mut theirs, left)?;
+//!     Ok(theirs[0])
+//! })?;
+//! assert_eq!(got, vec![1.0, 0.0]);
+//! # Ok::<(), ringsgd::Error>(())
+//! ```
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+
+/// Callback that receives one segment of a segmented receive: the element
+/// offset of the segment inside the whole message, and its values.
+pub type SegmentSink<'a> = dyn FnMut(usize, &[f32]) -> Result<()> + 'a;
 
 /// A group of `size()` ranks that can exchange messages.
 ///
@@ -41,6 +63,32 @@ pub trait Communicator {
     /// a ring calls it at once.
     fn sendrecv_f32(&self, send: &[f32], dest: usize, recv: &mut [f32], src: usize) -> Result<()>;
 
+    /// Pipelined variant of [`Communicator::sendrecv_f32`] for reduction
+    /// steps: `send` goes to `dest` and `recv_len` values come from `src`,
+    /// both cut into messages of `segment_len` elements (the last one
+    /// shorter; `0` means one message). Each received segment is handed to
+    /// `on_segment(offset, values)` in order, as soon as it has arrived, while
+    /// the transfer of the following segments proceeds. This is how the ring
+    /// allreduce overlaps the reduction of segment `k` with the transfer of
+    /// segment `k + 1` without an extra trait for non-blocking requests, and
+    /// how it keeps each received segment in cache while it is reduced.
+    ///
+    /// Both peers must use the same `segment_len`, and `recv_len` must equal
+    /// the sender's `send.len()`; a mismatch is an [`Error::Comm`]. Every call
+    /// exchanges at least one message each way, even for empty slices, so that
+    /// mismatched lengths are always detected. If `on_segment` fails, the
+    /// remaining segments are still transferred (keeping both peers in step)
+    /// and the first error is returned.
+    fn sendrecv_f32_segmented(
+        &self,
+        send: &[f32],
+        dest: usize,
+        recv_len: usize,
+        src: usize,
+        segment_len: usize,
+        on_segment: &mut SegmentSink<'_>,
+    ) -> Result<()>;
+
     /// Byte-slice variant of [`Communicator::send_f32`].
     fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()>;
 
@@ -54,16 +102,124 @@ pub trait Communicator {
     fn barrier(&self) -> Result<()>;
 
     /// Copies `buf` on rank `root` into `buf` on every other rank.
+    ///
+    /// Every rank first checks that all ranks passed the same `root` and the
+    /// same length; a disagreement is an [`Error::RankMismatch`] on every
+    /// rank and nothing is copied.
     fn broadcast_f32(&self, root: usize, buf: &mut [f32]) -> Result<()>;
 
     /// Byte-slice variant of [`Communicator::broadcast_f32`].
     fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<()>;
 
     /// The transport's own sum-allreduce (`MPI_Allreduce` for MPI), kept as a
-    /// baseline for the hand-written algorithms. Lengths are assumed to have
-    /// been checked by the caller.
+    /// baseline for the hand-written algorithms. Ranks holding different
+    /// lengths get an [`Error::RankMismatch`] on every rank.
     fn native_allreduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
 
     /// A short human-readable name of the transport, for logs and reports.
     fn transport_name(&self) -> &'static str;
+}
+
+/// Checks that `peer` is a valid rank of `comm` (as `what`, e.g. "dest").
+pub(crate) fn check_peer(comm: &dyn Communicator, peer: usize, what: &str) -> Result<()> {
+    if peer < comm.size() {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} rank {peer} is out of range: the communicator has {} rank(s)",
+            comm.size()
+        )))
+    }
+}
+
+/// Number of messages a segmented transfer of `len` elements uses: at least
+/// one, so that an empty transfer is still matched and checked.
+pub(crate) fn segment_count(len: usize, segment_len: usize) -> usize {
+    if segment_len == 0 {
+        1
+    } else {
+        len.div_ceil(segment_len).max(1)
+    }
+}
+
+/// Element range of segment `k` of a transfer of `len` elements.
+pub(crate) fn segment_range(len: usize, segment_len: usize, k: usize) -> std::ops::Range<usize> {
+    if segment_len == 0 {
+        return 0..len;
+    }
+    let start = (k * segment_len).min(len);
+    let end = (start + segment_len).min(len);
+    start..end
+}
+
+/// Builds the [`Error::RankMismatch`] raised when ranks disagree on the
+/// length (and root) of a broadcast. `headers[r] = (len, root)` of rank `r`.
+pub(crate) fn broadcast_mismatch(op: &str, headers: &[(u64, u64)]) -> Option<Error> {
+    let first = headers.first()?;
+    if headers.iter().all(|h| h == first) {
+        return None;
+    }
+    let detail: Vec<String> = headers
+        .iter()
+        .enumerate()
+        .map(|(r, (len, root))| format!("rank {r}: length {len}, root {root}"))
+        .collect();
+    Some(Error::RankMismatch(format!(
+        "{op}: ranks passed different lengths or roots ({})",
+        detail.join("; ")
+    )))
+}
+
+/// Builds the [`Error::RankMismatch`] raised when ranks pass buffers of
+/// different lengths to a native allreduce.
+pub(crate) fn length_mismatch(op: &str, lens: &[u64]) -> Option<Error> {
+    let first = lens.first()?;
+    if lens.iter().all(|l| l == first) {
+        return None;
+    }
+    let detail: Vec<String> = lens
+        .iter()
+        .enumerate()
+        .map(|(r, l)| format!("rank {r}: {l}"))
+        .collect();
+    Some(Error::RankMismatch(format!(
+        "{op}: ranks passed buffers of different lengths ({})",
+        detail.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cover_the_message_exactly_once() {
+        for len in [0usize, 1, 5, 8, 9, 100] {
+            for seg in [0usize, 1, 3, 8, 1000] {
+                let n = segment_count(len, seg);
+                assert!(n >= 1);
+                let mut next = 0;
+                for k in 0..n {
+                    let r = segment_range(len, seg, k);
+                    assert_eq!(r.start, next, "len {len} seg {seg} k {k}");
+                    next = r.end;
+                }
+                assert_eq!(next, len, "len {len} seg {seg}");
+            }
+        }
+    }
+
+    #[test]
+    fn mismatch_messages_name_every_rank() {
+        assert!(length_mismatch("x", &[3, 3, 3]).is_none());
+        let e = length_mismatch("allreduce", &[3, 4, 3])
+            .unwrap()
+            .to_string();
+        assert!(e.contains("rank 1: 4"), "{e}");
+        assert!(broadcast_mismatch("bcast", &[(2, 0), (2, 0)]).is_none());
+        let e = broadcast_mismatch("bcast", &[(2, 0), (2, 1)])
+            .unwrap()
+            .to_string();
+        assert!(e.contains("rank 1: length 2, root 1"), "{e}");
+    }
 }
