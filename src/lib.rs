@@ -26,6 +26,7 @@ pub mod collectives;
 pub mod comm;
 pub mod data;
 mod error;
+mod kernels;
 pub mod nn;
 pub mod optim;
 pub mod parallel;

@@ -1,0 +1,895 @@
+//! The model: a sequence of layers over one flat parameter buffer and one
+//! flat gradient buffer, with the workspaces that make a warm training step
+//! allocation-free.
+
+use super::conv::{self, ConvGeom};
+use super::linear;
+use super::loss::{check_labels, softmax_xent, BatchStats};
+use super::pool::{self, PoolGeom};
+use super::scratch::Slots;
+use super::spec::{format_spec, parse_spec, LayerSpec};
+use crate::parallel::ComputePool;
+use crate::{Error, Result};
+use ndarray::{ArrayView2, ArrayView4};
+use rand::{RngExt, SeedableRng};
+use std::time::Instant;
+
+/// Where one parameter tensor lives in the flat buffers, in PyTorch layout.
+///
+/// Naming: the i-th convolution (1-based, in spec order) is `conv{i}`, the
+/// i-th linear layer `fc{i}`; each has `.weight` then `.bias`. Shapes are
+/// PyTorch's: conv weight `[out, in, kh, kw]`, bias `[out]`, linear weight
+/// `[out, in]`. So the flat buffer maps one-to-one onto the `state_dict` of
+/// a PyTorch module with attributes `conv1, conv2, .., fc1, fc2, ..`
+/// (`nn.Conv2d` / `nn.Linear`), in the same order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Name, e.g. `conv1.weight`, `fc2.bias`.
+    pub name: String,
+    /// Shape (row-major).
+    pub shape: Vec<usize>,
+    /// Offset of the first element in [`Model::params`] / [`Model::grads`].
+    pub offset: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+/// Shape of an activation: `[C, H, W]` per image, or flat features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Chw(usize, usize, usize),
+    Flat(usize),
+}
+
+impl Shape {
+    fn size(self) -> usize {
+        match self {
+            Shape::Chw(c, h, w) => c * h * w,
+            Shape::Flat(f) => f,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum OpKind {
+    Conv(ConvGeom),
+    Linear { fin: usize, fout: usize },
+    MaxPool(PoolGeom),
+    Relu,
+}
+
+/// One executed operation (Flatten is not one: it moves no data; a ReLU
+/// right after a conv or linear layer is fused into it).
+#[derive(Clone, Debug)]
+struct Op {
+    /// Display name, e.g. `conv2+relu`, `maxpool1`, `fc1`.
+    name: String,
+    kind: OpKind,
+    relu: bool,
+    in_size: usize,
+    out_size: usize,
+    /// Offset of this op's parameters (weight then bias) in the flat buffer.
+    poff: usize,
+    wlen: usize,
+    blen: usize,
+}
+
+/// Builds a [`Model`] layer by layer.
+///
+/// ```
+/// use ringsgd::nn::ModelBuilder;
+/// let model = ModelBuilder::new([1, 8, 8])
+///     .conv(4, 3, 1, 1)
+///     .relu()
+///     .maxpool(2, 2)
+///     .flatten()
+///     .linear(3)
+///     .build(42)?;
+/// assert_eq!(model.spec(), "conv3x3(4,p1) relu maxpool2 flatten linear(3)");
+/// assert_eq!(model.num_params(), 4 * 9 + 4 + 64 * 3 + 3);
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ModelBuilder {
+    input_chw: [usize; 3],
+    layers: Vec<LayerSpec>,
+}
+
+impl ModelBuilder {
+    /// A builder for images of shape `[channels, height, width]`.
+    pub fn new(input_chw: [usize; 3]) -> Self {
+        ModelBuilder {
+            input_chw,
+            layers: Vec::new(),
+        }
+    }
+
+    /// Appends any layer.
+    pub fn layer(mut self, layer: LayerSpec) -> Self {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Appends a square `kernel x kernel` convolution.
+    pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Self {
+        self.layer(LayerSpec::Conv2d {
+            out_channels,
+            kernel: [kernel, kernel],
+            stride,
+            padding,
+        })
+    }
+
+    /// Appends a ReLU.
+    pub fn relu(self) -> Self {
+        self.layer(LayerSpec::Relu)
+    }
+
+    /// Appends a max pooling layer.
+    pub fn maxpool(self, kernel: usize, stride: usize) -> Self {
+        self.layer(LayerSpec::MaxPool2d { kernel, stride })
+    }
+
+    /// Appends a flatten.
+    pub fn flatten(self) -> Self {
+        self.layer(LayerSpec::Flatten)
+    }
+
+    /// Appends a linear layer.
+    pub fn linear(self, out_features: usize) -> Self {
+        self.layer(LayerSpec::Linear { out_features })
+    }
+
+    /// Checks the shapes and builds the model with He (Kaiming) uniform
+    /// weights, `U(-sqrt(6/fan_in), sqrt(6/fan_in))`, and zero biases, drawn
+    /// in tensor order from `ChaCha8Rng::seed_from_u64(seed)`.
+    pub fn build(self, seed: u64) -> Result<Model> {
+        Model::new(self.input_chw, self.layers, seed)
+    }
+}
+
+/// Buffers sized for a batch; they only grow.
+#[derive(Debug, Default)]
+struct Buffers {
+    batch: usize,
+    /// Copy of the input when the caller's array is not contiguous.
+    input: Vec<f32>,
+    /// Output of each op.
+    acts: Vec<Vec<f32>>,
+    /// Argmax of each max-pooling op (empty for others).
+    argmax: Vec<Vec<u32>>,
+    /// Ping-pong gradient buffers for the backward pass.
+    grad: [Vec<f32>; 2],
+    /// Per-chunk partial gradients of one conv layer.
+    partials: Vec<f32>,
+    /// Transposed products of the linear layers.
+    tmp: Vec<f32>,
+    slots: Slots,
+    /// Seconds spent in each op's forward and backward in the last call.
+    times: Vec<[f64; 2]>,
+}
+
+/// A CNN: layers, parameters, gradients and workspaces.
+///
+/// All parameters live in one contiguous `f32` buffer ([`params`](Self::params))
+/// and all gradients in another ([`grads`](Self::grads)), laid out as
+/// described by [`tensors`](Self::tensors), so an allreduce runs over one
+/// slice with no copy.
+///
+/// ```
+/// use ringsgd::{nn::Model, parallel::ComputePool};
+/// let pool = ComputePool::new(1)?;
+/// let mut model = Model::from_spec("conv3x3(4,p1) relu maxpool2 flatten linear(3)", [1, 4, 4], 7)?;
+/// let x = ndarray::Array4::<f32>::zeros((2, 1, 4, 4));
+/// let stats = model.train_step(&pool, x.view(), &[0, 2])?;
+/// assert_eq!(stats.count, 2);
+/// assert!((stats.mean_loss() - 3f64.ln()).abs() < 1e-6); // zero input, zero biases
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Model {
+    spec: String,
+    input_chw: [usize; 3],
+    num_classes: usize,
+    ops: Vec<Op>,
+    tensors: Vec<TensorInfo>,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    buf: Buffers,
+    /// Whether [`Self::backward`] should also compute the input gradient
+    /// (kept in `buf.grad`; used by the gradient checks).
+    #[cfg(test)]
+    want_input_grad: bool,
+}
+
+/// Timing of one executed op (see [`Model::last_profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpProfile {
+    /// Op name, e.g. `conv2+relu`, `maxpool1`, `fc1+relu`.
+    pub name: String,
+    /// Seconds of the forward pass over the whole batch.
+    pub forward_s: f64,
+    /// Seconds of the backward pass over the whole batch.
+    pub backward_s: f64,
+    /// Forward FLOPs per image (0 for pooling and ReLU).
+    pub forward_flops: u64,
+}
+
+fn op_flops(op: &Op) -> u64 {
+    match op.kind {
+        OpKind::Conv(g) => 2 * (g.cout * g.k() * g.p()) as u64,
+        OpKind::Linear { fin, fout } => 2 * (fin * fout) as u64,
+        _ => 0,
+    }
+}
+
+/// Images per backward chunk for a batch: chunk boundaries depend on the
+/// batch size only (never the thread count), and there are at most 16.
+fn chunk_images(batch: usize) -> usize {
+    batch.div_ceil(16).max(1)
+}
+
+impl Model {
+    /// Parses `spec` (see [`spec`](super::spec)) and builds the model for
+    /// inputs of shape `[channels, height, width]`; see
+    /// [`ModelBuilder::build`] for the initialisation.
+    pub fn from_spec(spec: &str, input_chw: [usize; 3], seed: u64) -> Result<Model> {
+        Model::new(input_chw, parse_spec(spec)?, seed)
+    }
+
+    /// PiNet ([`PINET_SPEC`](super::PINET_SPEC)) for `[3, 32, 32]` inputs and
+    /// 10 classes: 1,116,970 parameters.
+    pub fn pinet(seed: u64) -> Result<Model> {
+        Model::from_spec(super::PINET_SPEC, [3, 32, 32], seed)
+    }
+
+    fn new(input_chw: [usize; 3], layers: Vec<LayerSpec>, seed: u64) -> Result<Model> {
+        if input_chw.contains(&0) {
+            return Err(Error::shape(
+                "input",
+                format!("input shape {input_chw:?} has a zero dimension"),
+            ));
+        }
+        if layers.is_empty() {
+            return Err(Error::invalid("a model needs at least one layer"));
+        }
+        let mut shape = Shape::Chw(input_chw[0], input_chw[1], input_chw[2]);
+        let mut ops: Vec<Op> = Vec::new();
+        let mut tensors = Vec::new();
+        let mut nparams = 0;
+        let (mut nconv, mut nfc, mut npool) = (0, 0, 0);
+        for (li, layer) in layers.iter().enumerate() {
+            let lname = format!("layer {} ({layer})", li + 1);
+            let in_size = shape.size();
+            match *layer {
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel: [kh, kw],
+                    stride,
+                    padding,
+                } => {
+                    let Shape::Chw(c, h, w) = shape else {
+                        return Err(Error::shape(
+                            lname,
+                            "conv needs a [C, H, W] input, got a flat one",
+                        ));
+                    };
+                    if out_channels == 0 || kh == 0 || kw == 0 || stride == 0 {
+                        return Err(Error::shape(
+                            lname,
+                            "channels, kernel and stride must be >= 1",
+                        ));
+                    }
+                    if h + 2 * padding < kh || w + 2 * padding < kw {
+                        return Err(Error::shape(
+                            lname,
+                            format!(
+                                "kernel {kh}x{kw} is larger than the padded input {}x{}",
+                                h + 2 * padding,
+                                w + 2 * padding
+                            ),
+                        ));
+                    }
+                    let g = ConvGeom {
+                        cin: c,
+                        h,
+                        w,
+                        cout: out_channels,
+                        kh,
+                        kw,
+                        stride,
+                        pad: padding,
+                        oh: (h + 2 * padding - kh) / stride + 1,
+                        ow: (w + 2 * padding - kw) / stride + 1,
+                    };
+                    nconv += 1;
+                    let wlen = out_channels * c * kh * kw;
+                    tensors.push(TensorInfo {
+                        name: format!("conv{nconv}.weight"),
+                        shape: vec![out_channels, c, kh, kw],
+                        offset: nparams,
+                        len: wlen,
+                    });
+                    tensors.push(TensorInfo {
+                        name: format!("conv{nconv}.bias"),
+                        shape: vec![out_channels],
+                        offset: nparams + wlen,
+                        len: out_channels,
+                    });
+                    shape = Shape::Chw(out_channels, g.oh, g.ow);
+                    ops.push(Op {
+                        name: format!("conv{nconv}"),
+                        kind: OpKind::Conv(g),
+                        relu: false,
+                        in_size,
+                        out_size: shape.size(),
+                        poff: nparams,
+                        wlen,
+                        blen: out_channels,
+                    });
+                    nparams += wlen + out_channels;
+                }
+                LayerSpec::Linear { out_features } => {
+                    let Shape::Flat(fin) = shape else {
+                        return Err(Error::shape(
+                            lname,
+                            "linear needs a flat input: add `flatten` before it",
+                        ));
+                    };
+                    if out_features == 0 {
+                        return Err(Error::shape(lname, "output features must be >= 1"));
+                    }
+                    nfc += 1;
+                    let wlen = out_features * fin;
+                    tensors.push(TensorInfo {
+                        name: format!("fc{nfc}.weight"),
+                        shape: vec![out_features, fin],
+                        offset: nparams,
+                        len: wlen,
+                    });
+                    tensors.push(TensorInfo {
+                        name: format!("fc{nfc}.bias"),
+                        shape: vec![out_features],
+                        offset: nparams + wlen,
+                        len: out_features,
+                    });
+                    ops.push(Op {
+                        name: format!("fc{nfc}"),
+                        kind: OpKind::Linear {
+                            fin,
+                            fout: out_features,
+                        },
+                        relu: false,
+                        in_size,
+                        out_size: out_features,
+                        poff: nparams,
+                        wlen,
+                        blen: out_features,
+                    });
+                    nparams += wlen + out_features;
+                    shape = Shape::Flat(out_features);
+                }
+                LayerSpec::MaxPool2d { kernel, stride } => {
+                    let Shape::Chw(c, h, w) = shape else {
+                        return Err(Error::shape(
+                            lname,
+                            "maxpool needs a [C, H, W] input, got a flat one",
+                        ));
+                    };
+                    if kernel == 0 || stride == 0 || kernel > h || kernel > w {
+                        return Err(Error::shape(
+                            lname,
+                            format!("window {kernel} stride {stride} does not fit a {h}x{w} input"),
+                        ));
+                    }
+                    let g = PoolGeom {
+                        c,
+                        h,
+                        w,
+                        k: kernel,
+                        stride,
+                        oh: (h - kernel) / stride + 1,
+                        ow: (w - kernel) / stride + 1,
+                    };
+                    shape = Shape::Chw(c, g.oh, g.ow);
+                    npool += 1;
+                    ops.push(Op {
+                        name: format!("maxpool{npool}"),
+                        kind: OpKind::MaxPool(g),
+                        relu: false,
+                        in_size,
+                        out_size: shape.size(),
+                        poff: nparams,
+                        wlen: 0,
+                        blen: 0,
+                    });
+                }
+                LayerSpec::Relu => match ops.last_mut() {
+                    Some(op)
+                        if matches!(op.kind, OpKind::Conv(_) | OpKind::Linear { .. })
+                            && !op.relu =>
+                    {
+                        op.relu = true;
+                        op.name.push_str("+relu");
+                    }
+                    _ => ops.push(Op {
+                        name: "relu".to_string(),
+                        kind: OpKind::Relu,
+                        relu: false,
+                        in_size,
+                        out_size: in_size,
+                        poff: nparams,
+                        wlen: 0,
+                        blen: 0,
+                    }),
+                },
+                LayerSpec::Flatten => shape = Shape::Flat(in_size),
+            }
+        }
+        let Shape::Flat(num_classes) = shape else {
+            return Err(Error::shape(
+                "model output",
+                "the last layer must give flat logits: end with `flatten` or `linear`",
+            ));
+        };
+        if ops.is_empty() {
+            return Err(Error::invalid(
+                "a model needs at least one layer that computes something",
+            ));
+        }
+        let mut params = vec![0f32; nparams];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for t in tensors.iter().filter(|t| t.name.ends_with(".weight")) {
+            let fan_in: usize = t.shape[1..].iter().product();
+            let bound = (6.0 / fan_in as f64).sqrt() as f32;
+            for p in &mut params[t.offset..t.offset + t.len] {
+                *p = rng.random_range(-bound..bound);
+            }
+        }
+        let nops = ops.len();
+        Ok(Model {
+            spec: format_spec(&layers),
+            input_chw,
+            num_classes,
+            ops,
+            tensors,
+            grads: vec![0f32; nparams],
+            params,
+            buf: Buffers {
+                acts: vec![Vec::new(); nops],
+                argmax: vec![Vec::new(); nops],
+                times: vec![[0.0; 2]; nops],
+                ..Buffers::default()
+            },
+            #[cfg(test)]
+            want_input_grad: false,
+        })
+    }
+
+    /// The canonical spec string (parses back to the same model).
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// Input shape `[channels, height, width]`.
+    pub fn input_chw(&self) -> [usize; 3] {
+        self.input_chw
+    }
+
+    /// Number of classes (size of the last layer's output).
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Number of parameters (length of [`params`](Self::params)).
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// All parameters, flat (layout: [`tensors`](Self::tensors)).
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// All parameters, flat and mutable (for the optimiser and broadcasts).
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
+    }
+
+    /// Gradients of the last [`train_step`](Self::train_step), same layout.
+    pub fn grads(&self) -> &[f32] {
+        &self.grads
+    }
+
+    /// Gradients, mutable (the allreduce averages them in place).
+    pub fn grads_mut(&mut self) -> &mut [f32] {
+        &mut self.grads
+    }
+
+    /// Parameters and gradients at once (optimiser step without a copy).
+    pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &[f32]) {
+        (&mut self.params, &self.grads)
+    }
+
+    /// Each parameter tensor's name, PyTorch shape and place in the buffers.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Forward and backward on one batch: OVERWRITES [`grads`](Self::grads)
+    /// with the gradient of the mean softmax cross-entropy over the batch.
+    ///
+    /// `input` is `[batch, C, H, W]` with `batch >= 1` and `[C, H, W]` equal
+    /// to [`input_chw`](Self::input_chw); `labels` has one class index per
+    /// image. Workspaces grow to the largest batch seen and are then reused.
+    pub fn train_step(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+        labels: &[u8],
+    ) -> Result<BatchStats> {
+        let batch = self.check_input(&input, Some(labels))?;
+        self.prepare(pool, batch, &input);
+        Ok(pool.install(|| {
+            self.forward(pool, &input, batch);
+            let stats = self.loss(labels, true);
+            self.backward(pool, &input, batch);
+            stats
+        }))
+    }
+
+    /// Forward only: loss and accuracy of a batch (gradients untouched).
+    pub fn evaluate(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+        labels: &[u8],
+    ) -> Result<BatchStats> {
+        let batch = self.check_input(&input, Some(labels))?;
+        self.prepare(pool, batch, &input);
+        Ok(pool.install(|| {
+            self.forward(pool, &input, batch);
+            self.loss(labels, false)
+        }))
+    }
+
+    /// Forward only: the logits, `[batch, num_classes]` (a view into the
+    /// model's buffers, valid until the next call).
+    pub fn predict(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+    ) -> Result<ArrayView2<'_, f32>> {
+        let batch = self.check_input(&input, None)?;
+        self.prepare(pool, batch, &input);
+        pool.install(|| self.forward(pool, &input, batch));
+        let logits = &self.buf.acts[self.ops.len() - 1][..batch * self.num_classes];
+        ArrayView2::from_shape((batch, self.num_classes), logits)
+            .map_err(|e| Error::shape("logits", e.to_string()))
+    }
+
+    fn check_input(&self, input: &ArrayView4<'_, f32>, labels: Option<&[u8]>) -> Result<usize> {
+        let (b, c, h, w) = input.dim();
+        if [c, h, w] != self.input_chw {
+            return Err(Error::shape(
+                "input",
+                format!(
+                    "expected [batch, {}, {}, {}], got [{b}, {c}, {h}, {w}]",
+                    self.input_chw[0], self.input_chw[1], self.input_chw[2]
+                ),
+            ));
+        }
+        if b == 0 {
+            return Err(Error::shape(
+                "input",
+                "batch is empty (need at least one image)",
+            ));
+        }
+        if let Some(labels) = labels {
+            if labels.len() != b {
+                return Err(Error::shape(
+                    "labels",
+                    format!("{} labels for a batch of {b} images", labels.len()),
+                ));
+            }
+            check_labels(labels, self.num_classes)?;
+        }
+        Ok(b)
+    }
+
+    /// Grows the workspaces to `batch` and copies a non-contiguous input.
+    fn prepare(&mut self, pool: &ComputePool, batch: usize, input: &ArrayView4<'_, f32>) {
+        let buf = &mut self.buf;
+        if batch > buf.batch {
+            let mut gmax = 0;
+            let mut pmax = 0;
+            let mut tmax = 0;
+            for (k, op) in self.ops.iter().enumerate() {
+                buf.acts[k].resize(batch * op.out_size, 0.0);
+                gmax = gmax.max(op.out_size);
+                if k > 0 {
+                    gmax = gmax.max(op.in_size);
+                }
+                match op.kind {
+                    OpKind::MaxPool(_) => buf.argmax[k].resize(batch * op.out_size, 0),
+                    OpKind::Conv(_) => pmax = pmax.max(op.wlen + op.blen),
+                    OpKind::Linear { fin, fout } => tmax = tmax.max(fin.max(fout)),
+                    OpKind::Relu => {}
+                }
+            }
+            #[cfg(test)]
+            {
+                gmax = gmax.max(self.ops[0].in_size);
+            }
+            for g in &mut buf.grad {
+                g.resize(batch * gmax, 0.0);
+            }
+            let chunks = batch.div_ceil(chunk_images(batch));
+            buf.partials.resize(chunks * pmax, 0.0);
+            buf.tmp.resize(batch * tmax, 0.0);
+            buf.batch = batch;
+        }
+        let col = self
+            .ops
+            .iter()
+            .map(|op| match op.kind {
+                OpKind::Conv(g) => g.col_size(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        buf.slots.ensure(pool.cores(), col);
+        if input.as_slice().is_none() {
+            buf.input.clear();
+            buf.input.extend(input.iter().copied());
+        }
+    }
+
+    fn forward(&mut self, pool: &ComputePool, input: &ArrayView4<'_, f32>, batch: usize) {
+        let buf = &mut self.buf;
+        let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
+        for (k, op) in self.ops.iter().enumerate() {
+            let t0 = Instant::now();
+            let (before, after) = buf.acts.split_at_mut(k);
+            let x = if k == 0 { x0 } else { &before[k - 1][..] };
+            let x = &x[..batch * op.in_size];
+            let y = &mut after[0][..batch * op.out_size];
+            let p = &self.params[op.poff..op.poff + op.wlen + op.blen];
+            let (w, b) = p.split_at(op.wlen);
+            let slots = &buf.slots;
+            match op.kind {
+                OpKind::Conv(g) => pool.for_each_chunk_mut(y, op.out_size, |i, yi| {
+                    let xi = &x[i * op.in_size..(i + 1) * op.in_size];
+                    let mut s = slots.lock(pool);
+                    let s = &mut *s;
+                    conv::forward_image(&g, w, b, xi, yi, &mut s.col, &mut s.gemm, op.relu);
+                }),
+                OpKind::Linear { fin, fout } => linear::forward(
+                    pool,
+                    slots,
+                    w,
+                    b,
+                    x,
+                    y,
+                    &mut buf.tmp,
+                    (batch, fin, fout),
+                    op.relu,
+                ),
+                OpKind::MaxPool(g) => {
+                    let arg = &mut buf.argmax[k][..batch * op.out_size];
+                    pool.for_each_chunk_mut2(y, op.out_size, arg, op.out_size, |i, yi, ai| {
+                        pool::forward_image(&g, &x[i * op.in_size..(i + 1) * op.in_size], yi, ai)
+                    })
+                }
+                OpKind::Relu => pool.for_each_chunk_mut(y, op.out_size, |i, yi| {
+                    for (o, v) in yi.iter_mut().zip(&x[i * op.in_size..]) {
+                        *o = v.max(0.0);
+                    }
+                }),
+            }
+            buf.times[k][0] = t0.elapsed().as_secs_f64();
+        }
+    }
+
+    /// Loss statistics; with `grad`, writes d(mean loss)/d(logits) into
+    /// `buf.grad[0]`.
+    fn loss(&mut self, labels: &[u8], grad: bool) -> BatchStats {
+        let batch = labels.len();
+        let n = batch * self.num_classes;
+        let logits = &self.buf.acts[self.ops.len() - 1][..n];
+        let d = grad.then(|| &mut self.buf.grad[0][..n]);
+        softmax_xent(logits, labels, self.num_classes, d)
+    }
+
+    /// Backward from d(loss)/d(logits) in `buf.grad[0]`; writes every
+    /// gradient in `self.grads`.
+    fn backward(&mut self, pool: &ComputePool, input: &ArrayView4<'_, f32>, batch: usize) {
+        let buf = &mut self.buf;
+        let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
+        let [g0, g1] = &mut buf.grad;
+        let (mut dy_buf, mut dx_buf) = (g0, g1);
+        #[cfg(test)]
+        let want_input_grad = self.want_input_grad;
+        #[cfg(not(test))]
+        let want_input_grad = false;
+        for (k, op) in self.ops.iter().enumerate().rev() {
+            let t0 = Instant::now();
+            let x = if k == 0 { x0 } else { &buf.acts[k - 1][..] };
+            let x = &x[..batch * op.in_size];
+            let y = &buf.acts[k][..batch * op.out_size];
+            let dy = &mut dy_buf[..batch * op.out_size];
+            let dx = (k > 0 || want_input_grad).then(|| &mut dx_buf[..batch * op.in_size]);
+            let w = &self.params[op.poff..op.poff + op.wlen];
+            let (gw, gb) = self.grads[op.poff..op.poff + op.wlen + op.blen].split_at_mut(op.wlen);
+            let slots = &buf.slots;
+            if op.relu && !matches!(op.kind, OpKind::Conv(_)) {
+                pool.for_each_chunk_mut(dy, 4096, |i, d| {
+                    for (d, &v) in d.iter_mut().zip(&y[i * 4096..]) {
+                        if v <= 0.0 {
+                            *d = 0.0;
+                        }
+                    }
+                });
+            }
+            match op.kind {
+                OpKind::Conv(g) => {
+                    let (ins, outs) = (op.in_size, op.out_size);
+                    let per = chunk_images(batch);
+                    let plen = op.wlen + op.blen;
+                    let nchunks = batch.div_ceil(per);
+                    let parts = &mut buf.partials[..nchunks * plen];
+                    let relu = op.relu;
+                    let chunk =
+                        |c: usize, dy: &mut [f32], dx: Option<&mut [f32]>, pt: &mut [f32]| {
+                            let mut s = slots.lock(pool);
+                            let s = &mut *s;
+                            let (pw, pb) = pt.split_at_mut(op.wlen);
+                            let mut dx = dx;
+                            for j in 0..dy.len() / outs {
+                                let i = c * per + j;
+                                let dyj = &mut dy[j * outs..(j + 1) * outs];
+                                if relu {
+                                    for (d, &v) in dyj.iter_mut().zip(&y[i * outs..(i + 1) * outs])
+                                    {
+                                        if v <= 0.0 {
+                                            *d = 0.0;
+                                        }
+                                    }
+                                }
+                                let dxj = dx.as_deref_mut().map(|d| &mut d[j * ins..(j + 1) * ins]);
+                                conv::backward_image(
+                                    &g,
+                                    w,
+                                    &x[i * ins..(i + 1) * ins],
+                                    dyj,
+                                    pw,
+                                    pb,
+                                    j == 0,
+                                    dxj,
+                                    &mut s.col,
+                                    &mut s.gemm,
+                                );
+                            }
+                        };
+                    match dx {
+                        Some(dx) => pool.for_each_chunk_mut3(
+                            dy,
+                            per * outs,
+                            dx,
+                            per * ins,
+                            parts,
+                            plen,
+                            |c, a, b, p| chunk(c, a, Some(b), p),
+                        ),
+                        None => pool.for_each_chunk_mut2(dy, per * outs, parts, plen, |c, a, p| {
+                            chunk(c, a, None, p)
+                        }),
+                    }
+                    // Sum the chunk partials in chunk order (fixed for a batch size).
+                    let parts = &buf.partials[..nchunks * plen];
+                    let gall = &mut self.grads[op.poff..op.poff + plen];
+                    const BLOCK: usize = 4096;
+                    pool.for_each_chunk_mut(gall, BLOCK, |bi, gch| {
+                        let e0 = bi * BLOCK;
+                        gch.copy_from_slice(&parts[e0..e0 + gch.len()]);
+                        for c in 1..nchunks {
+                            let p = &parts[c * plen + e0..c * plen + e0 + gch.len()];
+                            gch.iter_mut().zip(p).for_each(|(g, p)| *g += p);
+                        }
+                    });
+                }
+                OpKind::Linear { fin, fout } => linear::backward(
+                    pool,
+                    slots,
+                    w,
+                    x,
+                    dy,
+                    gw,
+                    gb,
+                    dx,
+                    &mut buf.tmp,
+                    (batch, fin, fout),
+                ),
+                OpKind::MaxPool(g) => {
+                    if let Some(dx) = dx {
+                        let arg = &buf.argmax[k][..batch * op.out_size];
+                        let dy = &*dy;
+                        pool.for_each_chunk_mut(dx, g.in_size(), |i, dxi| {
+                            let r = i * g.out_size()..(i + 1) * g.out_size();
+                            pool::backward_image(&dy[r.clone()], &arg[r], dxi)
+                        });
+                    }
+                }
+                OpKind::Relu => {
+                    if let Some(dx) = dx {
+                        let dy = &*dy;
+                        pool.for_each_chunk_mut(dx, 4096, |i, d| {
+                            let r = i * 4096..i * 4096 + d.len();
+                            for ((d, &g), &v) in d.iter_mut().zip(&dy[r.clone()]).zip(&y[r]) {
+                                *d = if v > 0.0 { g } else { 0.0 };
+                            }
+                        });
+                    }
+                }
+            }
+            std::mem::swap(&mut dy_buf, &mut dx_buf);
+            buf.times[k][1] = t0.elapsed().as_secs_f64();
+        }
+    }
+
+    /// Forward FLOPs per image (2 x multiply-adds of conv and linear layers).
+    pub fn forward_flops(&self) -> u64 {
+        self.ops.iter().map(op_flops).sum()
+    }
+
+    /// Per-op timings of the last [`train_step`](Self::train_step) (backward
+    /// times are those of the last step that ran a backward pass). A ReLU
+    /// fused into the layer before it shows as `conv2+relu`.
+    pub fn last_profile(&self) -> Vec<OpProfile> {
+        self.ops
+            .iter()
+            .zip(&self.buf.times)
+            .map(|(op, t)| OpProfile {
+                name: op.name.clone(),
+                forward_s: t[0],
+                backward_s: t[1],
+                forward_flops: op_flops(op),
+            })
+            .collect()
+    }
+
+    /// Test hook: keep d(loss)/d(input) after backward.
+    #[cfg(test)]
+    pub(crate) fn set_want_input_grad(&mut self, on: bool) {
+        self.want_input_grad = on;
+    }
+
+    /// Test hook: after a backward with input gradients on, the input
+    /// gradient (`[batch * C*H*W]`).
+    #[cfg(test)]
+    pub(crate) fn input_grad(&self, batch: usize) -> &[f32] {
+        // After the last swap the input gradient is in the buffer that was
+        // written last: grad[ops.len() % 2].
+        let n = batch * self.ops[0].in_size;
+        &self.buf.grad[self.ops.len() % 2][..n]
+    }
+
+    /// Test hook: forward + backward with a given d(loss)/d(logits)
+    /// (instead of the cross-entropy's).
+    #[cfg(test)]
+    pub(crate) fn backward_with(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+        dlogits: &[f32],
+    ) -> Result<Vec<f32>> {
+        let batch = self.check_input(&input, None)?;
+        self.prepare(pool, batch, &input);
+        self.forward(pool, &input, batch);
+        let n = batch * self.num_classes;
+        let logits = self.buf.acts[self.ops.len() - 1][..n].to_vec();
+        self.buf.grad[0][..n].copy_from_slice(dlogits);
+        self.backward(pool, &input, batch);
+        Ok(logits)
+    }
+}

@@ -1,0 +1,168 @@
+//! Public-API tests of the CNN: PiNet's shape and parameter count, errors on
+//! bad input, overfitting a tiny synthetic dataset, and optimiser wiring.
+
+use ndarray::Array4;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ringsgd::nn::{LayerSpec, Model, ModelBuilder, PINET_SPEC};
+use ringsgd::optim::{LrSchedule, Sgd, SgdConfig};
+use ringsgd::parallel::ComputePool;
+
+#[test]
+fn pinet_has_the_documented_parameters() {
+    let m = Model::pinet(0).unwrap();
+    assert_eq!(m.num_params(), 1_116_970);
+    assert_eq!(m.spec(), PINET_SPEC);
+    assert_eq!(m.input_chw(), [3, 32, 32]);
+    assert_eq!(m.num_classes(), 10);
+    // Forward FLOPs: 2 x (conv MACs + linear MACs) = 51,057,664.
+    assert_eq!(m.forward_flops(), 51_057_664);
+    let names: Vec<&str> = m.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "conv1.weight",
+            "conv1.bias",
+            "conv2.weight",
+            "conv2.bias",
+            "conv3.weight",
+            "conv3.bias",
+            "conv4.weight",
+            "conv4.bias",
+            "fc1.weight",
+            "fc1.bias",
+            "fc2.weight",
+            "fc2.bias"
+        ]
+    );
+    let t = &m.tensors()[2];
+    assert_eq!(
+        (t.shape.as_slice(), t.offset, t.len),
+        (&[32, 32, 3, 3][..], 896, 9216)
+    );
+    let last = m.tensors().last().unwrap();
+    assert_eq!(last.offset + last.len, m.num_params());
+    // Same seed, same bits; different seed, different weights.
+    assert_eq!(Model::pinet(0).unwrap().params(), m.params());
+    assert_ne!(Model::pinet(1).unwrap().params(), m.params());
+}
+
+#[test]
+fn builder_and_spec_agree() {
+    let a = ModelBuilder::new([3, 16, 16])
+        .conv(8, 5, 2, 2)
+        .relu()
+        .layer(LayerSpec::MaxPool2d {
+            kernel: 3,
+            stride: 2,
+        })
+        .flatten()
+        .linear(4)
+        .build(1)
+        .unwrap();
+    let b = Model::from_spec(a.spec(), [3, 16, 16], 1).unwrap();
+    assert_eq!(
+        a.spec(),
+        "conv5x5(8,s2,p2) relu maxpool3(s2) flatten linear(4)"
+    );
+    assert_eq!(a.params(), b.params());
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let pool = ComputePool::new(1).unwrap();
+    for (spec, what) in [
+        ("conv7x7(4) flatten", "larger than"),
+        ("linear(3)", "flatten"),
+        ("flatten maxpool2", "flat"),
+        ("conv3x3(4)", "flat logits"),
+        ("conv3x3(0) flatten", ">= 1"),
+    ] {
+        let e = Model::from_spec(spec, [1, 4, 4], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what), "{spec}: {e}");
+    }
+    let mut m = Model::from_spec("conv3x3(2,p1) flatten linear(3)", [1, 4, 4], 0).unwrap();
+    let e = m
+        .train_step(&pool, Array4::zeros((2, 1, 5, 4)).view(), &[0, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input") && e.contains("[2, 1, 5, 4]"), "{e}");
+    let e = m
+        .train_step(&pool, Array4::zeros((0, 1, 4, 4)).view(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty"), "{e}");
+    let e = m
+        .train_step(&pool, Array4::zeros((2, 1, 4, 4)).view(), &[0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("labels"), "{e}");
+    let e = m
+        .train_step(&pool, Array4::zeros((3, 1, 4, 4)).view(), &[0, 1, 3])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("labels[2]"), "{e}");
+}
+
+/// Four classes of 6x6 single-channel images: a bright quadrant each, plus
+/// noise. A tiny CNN must reach 100% training accuracy.
+#[test]
+fn tiny_network_overfits_tiny_dataset() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let n = 24;
+    let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+    let x = Array4::from_shape_fn((n, 1, 6, 6), |(i, _, y, x)| {
+        let q = (y / 3) * 2 + x / 3;
+        let base = if q == labels[i] as usize { 1.0 } else { 0.0 };
+        base + rng.random_range(-0.3f32..0.3)
+    });
+    let pool = ComputePool::new(2).unwrap();
+    let mut model = Model::from_spec(
+        "conv3x3(4,p1) relu maxpool2 flatten linear(4)",
+        [1, 6, 6],
+        11,
+    )
+    .unwrap();
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: true,
+    };
+    let mut sgd = Sgd::new(cfg, model.num_params()).unwrap();
+    let sched = LrSchedule::Cosine {
+        warmup_steps: 5,
+        total_steps: 150,
+    };
+    let mut last = None;
+    for step in 0..150 {
+        let s = model.train_step(&pool, x.view(), &labels).unwrap();
+        let (p, g) = model.params_and_grads_mut();
+        sgd.step(p, g, sched.lr(cfg.lr, step)).unwrap();
+        last = Some(s);
+    }
+    let s = model.evaluate(&pool, x.view(), &labels).unwrap();
+    assert_eq!(
+        s.accuracy(),
+        1.0,
+        "train accuracy {} (last step {:?})",
+        s.accuracy(),
+        last
+    );
+    assert!(s.mean_loss() < 0.1, "loss {}", s.mean_loss());
+}
+
+#[test]
+fn partial_batches_and_shards_work() {
+    let pool = ComputePool::new(2).unwrap();
+    let mut m = Model::from_spec("conv3x3(2,p1) relu flatten linear(3)", [1, 4, 4], 0).unwrap();
+    for b in [5usize, 1, 17, 2] {
+        let x = Array4::from_elem((b, 1, 4, 4), 0.5f32);
+        let labels = vec![1u8; b];
+        let s = m.train_step(&pool, x.view(), &labels).unwrap();
+        assert_eq!(s.count, b);
+        assert_eq!(m.predict(&pool, x.view()).unwrap().dim(), (b, 3));
+    }
+}
