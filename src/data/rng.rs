@@ -13,6 +13,10 @@
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Purpose tag of the per-epoch training-set permutation.
+pub(crate) const PERMUTATION: u64 = u64::from_le_bytes(*b"permute\0");
+/// Purpose tag of the per-sample augmentation draws.
+pub(crate) const AUGMENT: u64 = u64::from_le_bytes(*b"augment\0");
 /// Purpose tag of synthetic data generation.
 pub(crate) const SYNTHETIC: u64 = u64::from_le_bytes(*b"synthet\0");
 
@@ -50,7 +54,7 @@ mod tests {
 
     #[test]
     fn below_stays_in_range_and_covers_it() {
-        let mut rng = stream_rng(1, SYNTHETIC, 0, 0);
+        let mut rng = stream_rng(1, AUGMENT, 0, 0);
         let mut seen = [0usize; 9];
         for _ in 0..9000 {
             let v = below(&mut rng, 9) as usize;
@@ -64,19 +68,19 @@ mod tests {
     #[test]
     fn streams_differ_and_repeat() {
         let a: Vec<u64> = {
-            let mut r = stream_rng(5, SYNTHETIC, 2, 7);
+            let mut r = stream_rng(5, PERMUTATION, 2, 7);
             (0..4).map(|_| r.next_u64()).collect()
         };
         let b: Vec<u64> = {
-            let mut r = stream_rng(5, SYNTHETIC, 2, 7);
+            let mut r = stream_rng(5, PERMUTATION, 2, 7);
             (0..4).map(|_| r.next_u64()).collect()
         };
         let c: Vec<u64> = {
-            let mut r = stream_rng(5, SYNTHETIC, 2, 8);
+            let mut r = stream_rng(5, PERMUTATION, 2, 8);
             (0..4).map(|_| r.next_u64()).collect()
         };
         let d: Vec<u64> = {
-            let mut r = stream_rng(5, SYNTHETIC ^ 1, 2, 7);
+            let mut r = stream_rng(5, AUGMENT, 2, 7);
             (0..4).map(|_| r.next_u64()).collect()
         };
         assert_eq!(a, b);
