@@ -4,7 +4,8 @@
 //!
 //! 1. [`cifar::load`] reads the CIFAR-10 binary version (folder or
 //!    `.tar.gz`) into a [`CifarData`] of u8 [`Dataset`]s, validating every
-//!    file. [`synthetic`] makes learnable stand-in data of the same shape.
+//!    file; [`download::fetch_archive`] fetches the archive first when asked
+//!    (opt-in). [`synthetic`] makes learnable stand-in data of the same shape.
 //! 2. [`Normalizer::from_dataset`] computes per-channel statistics of the
 //!    training set.
 //! 3. A [`ShardPlan`] gives, for every epoch and step, the dataset indices
@@ -51,6 +52,7 @@ mod augment;
 mod batch;
 pub mod cifar;
 mod dataset;
+pub mod download;
 mod normalize;
 mod rng;
 mod shard;
