@@ -1,0 +1,517 @@
+//! Loader for the CIFAR-10 binary version.
+//!
+//! [`load`] accepts any of
+//!
+//! * the `cifar-10-batches-bin/` folder (as extracted from the official
+//!   archive),
+//! * a folder that contains `cifar-10-batches-bin/` (or the archive
+//!   `cifar-10-binary.tar.gz`, e.g. the download cache folder),
+//! * the `cifar-10-binary.tar.gz` archive itself, read by streaming through
+//!   gzip and tar straight into memory (nothing is extracted to disk).
+//!
+//! # File format and validation
+//!
+//! Each of the six batch files (`data_batch_1.bin` .. `data_batch_5.bin`,
+//! `test_batch.bin`) is a sequence of 3073-byte records: one label byte
+//! (0-9), then 1024 red, 1024 green and 1024 blue bytes of a 32x32 image,
+//! rows top to bottom. `batches.meta.txt` (class names, one a line) is
+//! optional. Every file is checked before use:
+//!
+//! * all six batch files are present (the error names the first missing
+//!   file and lists all missing ones);
+//! * the size is a non-zero whole number of records (the error gives the
+//!   size and the index of the trailing partial record);
+//! * every label is in 0..=9 (the error names the file, the record and the
+//!   value);
+//! * the data ends where the size says (a truncated archive member is
+//!   reported with the record where it ends).
+//!
+//! Errors are [`Error::Data`] with the offending file (for archive members:
+//! `archive.tar.gz/cifar-10-batches-bin/<member>`) and record; a malformed
+//! input never panics and never yields a partial dataset.
+
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use super::dataset::{CifarData, Dataset, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES};
+use crate::{Error, Result};
+
+/// Bytes per CIFAR-10 record: one label byte then [`IMAGE_BYTES`] pixels.
+pub const RECORD_BYTES: usize = IMAGE_BYTES + 1;
+/// The training batch files, in the order their images are concatenated.
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
+/// The test batch file.
+pub const TEST_FILE: &str = "test_batch.bin";
+/// The optional class-name file (one name a line).
+pub const META_FILE: &str = "batches.meta.txt";
+/// The folder the official archive extracts to.
+pub const BATCHES_DIR: &str = "cifar-10-batches-bin";
+/// The file name of the official archive.
+pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
+
+/// Records read per `read_exact` call (about 0.8 MB).
+const CHUNK_RECORDS: usize = 256;
+/// Upper bound on the size of `batches.meta.txt` we are willing to read.
+const MAX_META_BYTES: u64 = 64 * 1024;
+
+/// All six batch files, training first.
+fn batch_files() -> impl Iterator<Item = &'static str> {
+    TRAIN_FILES
+        .iter()
+        .copied()
+        .chain(std::iter::once(TEST_FILE))
+}
+
+fn expected_layout() -> String {
+    format!(
+        "expected the CIFAR-10 binary version: a `{BATCHES_DIR}/` folder with {}..{} and {TEST_FILE} \
+         ({META_FILE} optional), a folder containing `{BATCHES_DIR}/` or `{ARCHIVE_NAME}`, or the \
+         .tar.gz archive itself",
+        TRAIN_FILES[0], TRAIN_FILES[4]
+    )
+}
+
+/// Loads CIFAR-10 (binary version) from a folder or a `.tar.gz` archive; see
+/// the [module docs](self) for what is accepted and validated.
+///
+/// ```
+/// # fn main() -> ringsgd::Result<()> {
+/// use ringsgd::data::{cifar, synthetic};
+/// let dir = std::env::temp_dir().join(format!("ringsgd-doc-cifar-{}", std::process::id()));
+/// let batches = synthetic::write_cifar_dir(&dir, 4, 6, 1)?;
+/// let data = cifar::load(&batches)?;
+/// assert_eq!((data.train.len(), data.test.len()), (20, 6));
+/// assert_eq!(data.class_names[0], "airplane");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
+pub fn load(path: &Path) -> Result<CifarData> {
+    let data = match resolve(path)? {
+        Source::Dir(dir) => load_dir(&dir)?,
+        Source::Archive(archive) => load_archive(&archive)?,
+    };
+    log::info!(
+        "loaded CIFAR-10 from {}: {} training images, {} test images, {} classes",
+        path.display(),
+        data.train.len(),
+        data.test.len(),
+        data.class_names.len()
+    );
+    Ok(data)
+}
+
+enum Source {
+    Dir(PathBuf),
+    Archive(PathBuf),
+}
+
+fn data_err(file: impl Into<PathBuf>, record: Option<usize>, msg: impl Into<String>) -> Error {
+    Error::Data {
+        file: file.into(),
+        record,
+        msg: msg.into(),
+    }
+}
+
+fn resolve(path: &Path) -> Result<Source> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let what = if e.kind() == ErrorKind::NotFound {
+            "no such file or folder".to_string()
+        } else {
+            e.to_string()
+        };
+        data_err(path, None, format!("{what}; {}", expected_layout()))
+    })?;
+    if meta.is_file() {
+        return Ok(Source::Archive(path.to_path_buf()));
+    }
+    if !meta.is_dir() {
+        return Err(data_err(
+            path,
+            None,
+            format!("neither a file nor a folder; {}", expected_layout()),
+        ));
+    }
+    if batch_files().any(|f| path.join(f).exists()) {
+        return Ok(Source::Dir(path.to_path_buf()));
+    }
+    let nested = path.join(BATCHES_DIR);
+    if nested.is_dir() {
+        return Ok(Source::Dir(nested));
+    }
+    let archive = path.join(ARCHIVE_NAME);
+    if archive.is_file() {
+        return Ok(Source::Archive(archive));
+    }
+    // Wrong folder: say what we wanted and what is there.
+    let mut found: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let listing = if found.is_empty() {
+        "the folder is empty".to_string()
+    } else if found.len() > 10 {
+        format!(
+            "found {} and {} more",
+            found[..10].join(", "),
+            found.len() - 10
+        )
+    } else {
+        format!("found {}", found.join(", "))
+    };
+    Err(data_err(
+        path,
+        None,
+        format!("not a CIFAR-10 folder ({listing}); {}", expected_layout()),
+    ))
+}
+
+/// Images and labels of one batch file.
+struct Batch {
+    images: Vec<u8>,
+    labels: Vec<u8>,
+}
+
+/// Reads `size` bytes of records from `reader`, validating as it goes.
+fn read_batch<R: Read>(reader: &mut R, size: u64, file: &Path) -> Result<Batch> {
+    let record = RECORD_BYTES as u64;
+    if size == 0 {
+        return Err(data_err(file, None, "empty file: it holds no records"));
+    }
+    if size % record != 0 {
+        let full = size / record;
+        return Err(data_err(
+            file,
+            Some(full as usize),
+            format!(
+                "file size {size} bytes is not a whole number of {RECORD_BYTES}-byte records: \
+                 record {full} is truncated ({} of {RECORD_BYTES} bytes)",
+                size % record
+            ),
+        ));
+    }
+    let n = usize::try_from(size / record)
+        .map_err(|_| data_err(file, None, format!("file size {size} bytes is too large")))?;
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    images
+        .try_reserve_exact(n * IMAGE_BYTES)
+        .and_then(|_| labels.try_reserve_exact(n))
+        .map_err(|_| {
+            data_err(
+                file,
+                None,
+                format!("cannot allocate memory for {n} records"),
+            )
+        })?;
+    let mut buf = vec![0u8; CHUNK_RECORDS.min(n) * RECORD_BYTES];
+    let mut done = 0usize;
+    while done < n {
+        let k = CHUNK_RECORDS.min(n - done);
+        let chunk = &mut buf[..k * RECORD_BYTES];
+        let got = read_full(reader, chunk)
+            .map_err(|e| data_err(file, Some(done), format!("read error: {e}")))?;
+        if got < chunk.len() {
+            let at = done + got / RECORD_BYTES;
+            return Err(data_err(
+                file,
+                Some(at),
+                format!(
+                    "data ends early: expected {n} records ({size} bytes) but it stops {} bytes \
+                     into record {at}",
+                    got % RECORD_BYTES
+                ),
+            ));
+        }
+        for (j, rec) in chunk.chunks_exact(RECORD_BYTES).enumerate() {
+            let label = rec[0];
+            if usize::from(label) >= NUM_CLASSES {
+                return Err(data_err(
+                    file,
+                    Some(done + j),
+                    format!("label {label} out of range 0..={}", NUM_CLASSES - 1),
+                ));
+            }
+            labels.push(label);
+            images.extend_from_slice(&rec[1..]);
+        }
+        done += k;
+    }
+    Ok(Batch { images, labels })
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn parse_meta(text: &[u8], file: &Path) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(text)
+        .map_err(|e| data_err(file, None, format!("class-name file is not UTF-8: {e}")))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.len() != NUM_CLASSES {
+        return Err(data_err(
+            file,
+            None,
+            format!(
+                "expected {NUM_CLASSES} class names (one a line), found {}",
+                names.len()
+            ),
+        ));
+    }
+    Ok(names)
+}
+
+/// Slot of a batch file name: 0..5 training, 5 test.
+fn slot_of(name: &str) -> Option<usize> {
+    batch_files().position(|f| f == name)
+}
+
+fn missing_error(base: &Path, slots: &[Option<Batch>]) -> Option<Error> {
+    let missing: Vec<&str> = batch_files()
+        .zip(slots)
+        .filter(|(_, s)| s.is_none())
+        .map(|(f, _)| f)
+        .collect();
+    missing.first().map(|first| {
+        data_err(
+            base.join(first),
+            None,
+            format!(
+                "missing batch file (missing: {}); the CIFAR-10 binary version needs all six files \
+                 {}..{} and {TEST_FILE}",
+                missing.join(", "),
+                TRAIN_FILES[0],
+                TRAIN_FILES[4]
+            ),
+        )
+    })
+}
+
+fn assemble(slots: Vec<Option<Batch>>, class_names: Option<Vec<String>>) -> Result<CifarData> {
+    let mut slots: Vec<Batch> = slots
+        .into_iter()
+        .map(|s| s.expect("checked for missing files"))
+        .collect();
+    let test = slots.pop().expect("six slots");
+    // Grow the first training batch once to the full size (one realloc,
+    // which the allocator can usually do in place for a large block) and
+    // free each other batch as soon as it is copied: peak memory stays near
+    // the size of the training set rather than twice it.
+    let mut rest = slots.split_off(1).into_iter();
+    let mut train = slots.pop().expect("six slots");
+    let total_images: usize = train.images.len()
+        + rest
+            .as_slice()
+            .iter()
+            .map(|b| b.images.len())
+            .sum::<usize>();
+    let total_labels: usize = train.labels.len()
+        + rest
+            .as_slice()
+            .iter()
+            .map(|b| b.labels.len())
+            .sum::<usize>();
+    train
+        .images
+        .reserve_exact(total_images - train.images.len());
+    train
+        .labels
+        .reserve_exact(total_labels - train.labels.len());
+    for b in rest.by_ref() {
+        train.images.extend_from_slice(&b.images);
+        train.labels.extend_from_slice(&b.labels);
+    }
+    Ok(CifarData {
+        train: Dataset::new(train.images, train.labels, NUM_CLASSES)?,
+        test: Dataset::new(test.images, test.labels, NUM_CLASSES)?,
+        class_names: class_names
+            .unwrap_or_else(|| CLASS_NAMES.iter().map(|s| s.to_string()).collect()),
+    })
+}
+
+fn load_dir(dir: &Path) -> Result<CifarData> {
+    let mut slots: Vec<Option<Batch>> = (0..6).map(|_| None).collect();
+    for (slot, name) in batch_files().enumerate() {
+        let file = dir.join(name);
+        let f = match File::open(&file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&file, e)),
+        };
+        let size = f.metadata().map_err(|e| Error::io(&file, e))?.len();
+        let mut reader = BufReader::new(f);
+        slots[slot] = Some(read_batch(&mut reader, size, &file)?);
+        log::debug!(
+            "read {}: {} records",
+            file.display(),
+            size / RECORD_BYTES as u64
+        );
+    }
+    if let Some(err) = missing_error(dir, &slots) {
+        return Err(err);
+    }
+    let meta = dir.join(META_FILE);
+    let class_names = if meta.is_file() {
+        let text = std::fs::read(&meta).map_err(|e| Error::io(&meta, e))?;
+        Some(parse_meta(&text, &meta)?)
+    } else {
+        None
+    };
+    assemble(slots, class_names)
+}
+
+fn load_archive(archive: &Path) -> Result<CifarData> {
+    let mut file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let mut magic = [0u8; 2];
+    let is_gzip = match file.read_exact(&mut magic) {
+        Ok(()) => magic == [0x1f, 0x8b],
+        Err(_) => false,
+    };
+    if !is_gzip {
+        return Err(data_err(
+            archive,
+            None,
+            format!("not a gzip archive; {}", expected_layout()),
+        ));
+    }
+    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let gz = flate2::read::GzDecoder::new(BufReader::new(file));
+    let mut tar = tar::Archive::new(gz);
+    let corrupt = |e: std::io::Error| data_err(archive, None, format!("corrupt archive: {e}"));
+
+    let mut slots: Vec<Option<Batch>> = (0..6).map(|_| None).collect();
+    let mut member_paths: Vec<Option<PathBuf>> = vec![None; 6];
+    let mut class_names = None;
+    let mut seen_meta: Option<PathBuf> = None;
+    let mut batches_base: Option<PathBuf> = None;
+    for entry in tar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let member = entry.path().map_err(corrupt)?.into_owned();
+        let name = match member.file_name().and_then(|n| n.to_str()) {
+            Some(n) => n.to_string(),
+            None => continue,
+        };
+        let shown = archive.join(&member);
+        if let Some(slot) = slot_of(&name) {
+            if let Some(prev) = &member_paths[slot] {
+                return Err(data_err(
+                    &shown,
+                    None,
+                    format!(
+                        "archive holds {name} twice (also as {})",
+                        archive.join(prev).display()
+                    ),
+                ));
+            }
+            let size = entry.size();
+            slots[slot] = Some(read_batch(&mut entry, size, &shown)?);
+            log::debug!(
+                "read {}: {} records",
+                shown.display(),
+                size / RECORD_BYTES as u64
+            );
+            if batches_base.is_none() {
+                batches_base = Some(
+                    member
+                        .parent()
+                        .map(|p| archive.join(p))
+                        .unwrap_or_else(|| archive.to_path_buf()),
+                );
+            }
+            member_paths[slot] = Some(member);
+        } else if name == META_FILE {
+            if let Some(prev) = &seen_meta {
+                return Err(data_err(
+                    &shown,
+                    None,
+                    format!(
+                        "archive holds {META_FILE} twice (also as {})",
+                        prev.display()
+                    ),
+                ));
+            }
+            if entry.size() > MAX_META_BYTES {
+                return Err(data_err(
+                    &shown,
+                    None,
+                    format!("class-name file is {} bytes, too large", entry.size()),
+                ));
+            }
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text).map_err(corrupt)?;
+            class_names = Some(parse_meta(&text, &shown)?);
+            seen_meta = Some(shown);
+        } else {
+            log::debug!("ignoring archive member {}", shown.display());
+        }
+    }
+    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
+    if let Some(err) = missing_error(&base, &slots) {
+        return Err(err);
+    }
+    assemble(slots, class_names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_stream_names_the_record_where_it_stops() {
+        let mut bytes = vec![1u8; 3 * RECORD_BYTES];
+        bytes.truncate(2 * RECORD_BYTES + 10);
+        let size = 3 * RECORD_BYTES as u64;
+        let err = read_batch(&mut &bytes[..], size, Path::new("x.bin"))
+            .err()
+            .expect("short data must fail");
+        match err {
+            Error::Data { record, msg, .. } => {
+                assert_eq!(record, Some(2));
+                assert!(msg.contains("10 bytes into record 2"), "{msg}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_across_chunks() {
+        let n = CHUNK_RECORDS + 3;
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            bytes.push((i % 10) as u8);
+            bytes.extend(std::iter::repeat_n((i % 251) as u8, IMAGE_BYTES));
+        }
+        let b = read_batch(&mut &bytes[..], bytes.len() as u64, Path::new("x.bin")).unwrap();
+        assert_eq!(b.labels.len(), n);
+        assert_eq!(b.labels[n - 1], ((n - 1) % 10) as u8);
+        assert_eq!(b.images[(n - 1) * IMAGE_BYTES], ((n - 1) % 251) as u8);
+    }
+}
