@@ -3,6 +3,7 @@
 
 use ringsgd::checkpoint::Checkpoint;
 use ringsgd::comm::local::run_ranks;
+use ringsgd::comm::Communicator;
 use ringsgd::data::{synthetic, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::parallel::ComputePool;
@@ -91,7 +92,12 @@ fn world_sizes_follow_the_same_trajectory() {
         let many = train(p, 1, &cfg, None, None).unwrap();
         for (a, b) in one[0].0.reports.iter().zip(&many[0].0.reports) {
             let rel = (a.train_loss - b.train_loss).abs() / a.train_loss;
-            assert!(rel < 1e-3, "p={p}: loss {} vs {}", b.train_loss, a.train_loss);
+            assert!(
+                rel < 1e-3,
+                "p={p}: loss {} vs {}",
+                b.train_loss,
+                a.train_loss
+            );
         }
         let max_diff = one[0]
             .0
@@ -126,7 +132,10 @@ fn resume_is_exact_and_works_across_world_sizes() {
     ckpt.save_atomic(&path).unwrap();
     let loaded = Checkpoint::load(&path).unwrap();
     let resumed = train(2, 1, &cfg, Some(&loaded), None).unwrap();
-    assert_eq!(resumed[0].0.weights, full[0].0.weights, "resume is not bitwise exact");
+    assert_eq!(
+        resumed[0].0.weights, full[0].0.weights,
+        "resume is not bitwise exact"
+    );
     assert_eq!(resumed[1].0.weights, full[0].0.weights);
 
     let other_world = train(3, 1, &cfg, Some(&loaded), None).unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use ringsgd::checkpoint::Checkpoint;
 use ringsgd::collectives::ensure_agree;
 use ringsgd::comm::Communicator;
-use ringsgd::data::{cifar, synthetic, Dataset, Normalizer};
+use ringsgd::data::{self, cifar, synthetic, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::optim::SgdConfig;
 use ringsgd::parallel::ComputePool;
@@ -85,7 +85,10 @@ fn data_path(args: &Args, comm: Option<&dyn Communicator>) -> Result<PathBuf> {
         ));
     }
     let cache = expand_home(&args.cache_dir);
-    let fetch = || ringsgd::data::download::fetch_archive(&args.download_url, &cache);
+    // The official archive's MD5 is known; another URL is taken as it comes.
+    let md5 = (args.download_url == ringsgd::data::download::CIFAR10_URL)
+        .then_some(ringsgd::data::download::CIFAR10_MD5);
+    let fetch = || ringsgd::data::download::fetch_archive(&args.download_url, &cache, md5);
     match comm {
         Some(c) if c.size() > 1 => {
             // Rank 0 first; the others then find the file (same machine or
@@ -135,7 +138,7 @@ fn cores(args: &Args, comm: &dyn Communicator) -> usize {
 /// Trains on one rank; rank 0 prints and writes the files.
 pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let root = comm.rank() == 0;
-    let [c, h, w] = data.train.image_chw();
+    let [c, h, w] = [data::CHANNELS, data::HEIGHT, data::WIDTH];
     let model = if args.model == "pinet" {
         Model::pinet(args.seed)?
     } else {
@@ -179,7 +182,10 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         );
     }
     if args.resume {
-        let path = args.checkpoint.as_ref().expect("clap: --resume requires --checkpoint");
+        let path = args
+            .checkpoint
+            .as_ref()
+            .expect("clap: --resume requires --checkpoint");
         let loaded = root.then(|| Checkpoint::load(path));
         trainer.restore_from_root(loaded)?;
         if root {

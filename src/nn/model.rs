@@ -624,7 +624,12 @@ impl Model {
             for g in &mut buf.grad {
                 g.resize(batch * gmax, 0.0);
             }
-            let chunks = batch.div_ceil(chunk_images(batch));
+            // The chunk count is not monotonic in the batch size (12 images
+            // make 12 chunks, 20 make 10): size for every smaller batch too.
+            let chunks = (1..=batch)
+                .map(|b| b.div_ceil(chunk_images(b)))
+                .max()
+                .unwrap_or(1);
             buf.partials.resize(chunks * pmax, 0.0);
             buf.tmp.resize(batch * tmax, 0.0);
             buf.batch = batch;

@@ -150,13 +150,20 @@ mod tests {
         let cfg = TrainConfig::pinet_defaults(128, 1);
         assert!(cfg.validate(4).is_ok());
         let err = cfg.validate(3).unwrap_err().to_string();
-        assert!(err.contains("128") && err.contains("126") && err.contains("129"), "{err}");
+        assert!(
+            err.contains("128") && err.contains("126") && err.contains("129"),
+            "{err}"
+        );
     }
 
     #[test]
     fn zero_batch_rejected() {
         let cfg = TrainConfig::pinet_defaults(0, 1);
-        assert!(cfg.validate(1).unwrap_err().to_string().contains("global batch"));
+        assert!(cfg
+            .validate(1)
+            .unwrap_err()
+            .to_string()
+            .contains("global batch"));
     }
 
     #[test]

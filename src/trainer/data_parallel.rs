@@ -4,7 +4,7 @@ use log::{debug, info};
 
 use crate::collectives::{ensure_agree, Allreducer};
 use crate::comm::Communicator;
-use crate::data::{epoch_permutation, BatchBuilder, Dataset, Normalizer};
+use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer};
 use crate::error::{Error, Result};
 use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
@@ -74,15 +74,16 @@ pub struct Trainer<'c> {
     sgd: Sgd,
     allreducer: Allreducer,
     cfg: TrainConfig,
-    batches: BatchBuilder,
+    /// Batch assembly, made for the normaliser of the data being trained on.
+    batches: Option<BatchBuilder>,
     /// Completed epochs.
     epoch: u64,
     /// Global optimiser steps done.
     step: u64,
+    /// Steps per epoch of the training set last trained on (0: none yet).
+    steps_per_epoch: u64,
     /// This rank's dataset indices for the current step (reused).
     indices: Vec<usize>,
-    /// Position of each of `indices` in the epoch's permutation (reused).
-    positions: Vec<u64>,
     /// The permutation of the epoch in `perm_epoch`.
     perm: Vec<usize>,
     perm_epoch: Option<u64>,
@@ -114,7 +115,11 @@ impl<'c> Trainer<'c> {
             model.num_params(),
             comm.size()
         );
-        ensure_agree(comm, "training configuration and model", identity.as_bytes())?;
+        ensure_agree(
+            comm,
+            "training configuration and model",
+            identity.as_bytes(),
+        )?;
         comm.broadcast_f32(0, model.params_mut())?;
         info!(
             "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {}, {} cores",
@@ -132,11 +137,11 @@ impl<'c> Trainer<'c> {
             sgd,
             allreducer: Allreducer::new(cfg.algorithm),
             cfg,
-            batches: BatchBuilder::new(),
+            batches: None,
             epoch: 0,
             step: 0,
+            steps_per_epoch: 0,
             indices: Vec::new(),
-            positions: Vec::new(),
             perm: Vec::new(),
             perm_epoch: None,
             times: Vec::new(),
@@ -191,6 +196,11 @@ impl<'c> Trainer<'c> {
         self.comm
     }
 
+    /// Steps done in the current epoch (0 before the first epoch).
+    pub fn step_in_epoch(&self) -> u64 {
+        self.step.saturating_sub(self.epoch * self.steps_per_epoch)
+    }
+
     /// Whether the run is over: all epochs done or `max_steps` reached.
     pub fn finished(&self) -> bool {
         self.epoch >= self.cfg.epochs || self.cfg.max_steps.is_some_and(|m| self.step >= m)
@@ -243,6 +253,7 @@ impl<'c> Trainer<'c> {
                 self.epoch, self.step
             )));
         }
+        self.steps_per_epoch = spe;
         let schedule = self.schedule(spe);
         let first = self.step - self.epoch * spe;
         if first >= spe {
@@ -272,16 +283,19 @@ impl<'c> Trainer<'c> {
             self.indices.clear();
             self.indices
                 .extend_from_slice(&self.perm[base + shard.start..base + shard.end]);
-            self.positions.clear();
-            self.positions
-                .extend((base + shard.start..base + shard.end).map(|p| p as u64));
 
             let mut lap = Lap::start();
-            let aug = self.cfg.augment.then_some((self.cfg.seed, self.epoch));
-            let (input, labels) =
-                self.batches
-                    .fill(train, &self.indices, &self.positions, aug, norm)?;
-            let stats = self.model.train_step(&self.pool, input, labels)?;
+            let (seed, epoch) = (self.cfg.seed, self.epoch);
+            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment)?.fill_train(
+                train,
+                &self.indices,
+                seed,
+                epoch,
+                base + shard.start,
+            )?;
+            let stats = self
+                .model
+                .train_step(&self.pool, batch.images, batch.labels)?;
             let mut t = StepTimes {
                 compute: lap.lap(),
                 ..Default::default()
@@ -318,7 +332,10 @@ impl<'c> Trainer<'c> {
                 times: t,
             });
         }
-        let seconds = epoch_start.elapsed().as_secs_f64();
+        // Rank 0's wall clock, so that the report is the same on every rank.
+        let mut seconds = [epoch_start.elapsed().as_secs_f64() as f32];
+        self.comm.broadcast_f32(0, &mut seconds)?;
+        let seconds = seconds[0] as f64;
         let epoch_number = self.epoch + 1;
         if self.step - self.epoch * spe == spe {
             self.epoch += 1;
@@ -357,14 +374,11 @@ impl<'c> Trainer<'c> {
         let mut start = lo;
         while start < hi {
             let end = (start + self.cfg.eval_batch).min(hi);
-            self.indices.clear();
-            self.indices.extend(start..end);
-            self.positions.clear();
-            self.positions.extend((start..end).map(|p| p as u64));
-            let (input, labels) =
-                self.batches
-                    .fill(data, &self.indices, &self.positions, None, norm)?;
-            let stats = self.model.evaluate(&self.pool, input, labels)?;
+            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment)?
+                .fill_eval_range(data, start..end)?;
+            let stats = self
+                .model
+                .evaluate(&self.pool, batch.images, batch.labels)?;
             loss_sum += stats.loss_sum;
             correct += stats.correct;
             count += stats.count;
@@ -433,6 +447,20 @@ impl<'c> Trainer<'c> {
     pub(crate) fn parts_mut(&mut self) -> (&'c dyn Communicator, &mut Model, &mut Sgd) {
         (self.comm, &mut self.model, &mut self.sgd)
     }
+}
+
+/// The batch builder for `norm`, made on first use and remade when the
+/// normaliser changes (another data set).
+fn batch_builder<'a>(
+    slot: &'a mut Option<BatchBuilder>,
+    norm: &Normalizer,
+    augment: bool,
+) -> Result<&'a mut BatchBuilder> {
+    if slot.as_ref().is_none_or(|b| b.normalizer() != norm) {
+        let aug = augment.then(Augmentation::standard);
+        *slot = Some(BatchBuilder::new(*norm, aug)?);
+    }
+    Ok(slot.as_mut().expect("just set"))
 }
 
 /// 64-bit FNV-1a over the bit patterns of `values`.

@@ -35,7 +35,7 @@ pub struct EpochReport {
     pub lr: f32,
     /// Training images processed per second, all ranks together.
     pub images_per_sec: f64,
-    /// Wall-clock seconds of the epoch's training steps.
+    /// Wall-clock seconds of the epoch's training steps (rank 0's clock).
     pub seconds: f64,
     /// Sum over steps of the slowest rank's time split.
     pub times: StepTimes,

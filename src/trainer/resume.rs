@@ -28,15 +28,19 @@ impl Trainer<'_> {
             input_chw: [c as u32, h as u32, w as u32],
             params: model.params().to_vec(),
             optimizer: OptimizerState {
-                momentum: sgd.momentum_buffer().to_vec(),
-                momentum_initialized: sgd.has_momentum_buffer(),
                 lr: cfg.base_lr,
-                momentum_factor: cfg.sgd.momentum,
+                momentum: cfg.sgd.momentum,
+                dampening: 0.0,
                 weight_decay: cfg.sgd.weight_decay,
                 nesterov: cfg.sgd.nesterov,
+                steps: self.global_step(),
+                momentum_buffer: sgd
+                    .has_momentum_buffer()
+                    .then(|| sgd.momentum_buffer().to_vec()),
             },
             epoch: self.epoch(),
             step: self.global_step(),
+            step_in_epoch: self.step_in_epoch(),
             seed: cfg.seed,
             world_size_at_save: self.comm().size() as u32,
             config: vec![
@@ -67,14 +71,16 @@ impl Trainer<'_> {
             let checked = match loaded {
                 Some(Ok(c)) => self.check(&c).map(|_| c),
                 Some(Err(e)) => Err(e),
-                None => Err(Error::invalid("rank 0 must be given the checkpoint to restore")),
+                None => Err(Error::invalid(
+                    "rank 0 must be given the checkpoint to restore",
+                )),
             };
             match checked {
                 Ok(c) => {
                     header[0] = 1;
                     header[8..16].copy_from_slice(&c.epoch.to_le_bytes());
                     header[16..24].copy_from_slice(&c.step.to_le_bytes());
-                    header[24] = c.optimizer.momentum_initialized as u8;
+                    header[24] = c.optimizer.momentum_buffer.is_some() as u8;
                     root_ckpt = Some(c);
                 }
                 Err(e) => root_error = Some(e),
@@ -94,7 +100,9 @@ impl Trainer<'_> {
         if let Some(c) = root_ckpt {
             // Lengths were checked against this model by `check`.
             model.params_mut().copy_from_slice(&c.params);
-            momentum.copy_from_slice(&c.optimizer.momentum);
+            if let Some(buf) = &c.optimizer.momentum_buffer {
+                momentum.copy_from_slice(buf);
+            }
         }
         comm.broadcast_f32(0, model.params_mut())?;
         comm.broadcast_f32(0, &mut momentum)?;
@@ -107,7 +115,8 @@ impl Trainer<'_> {
     /// Rank 0's check that a checkpoint belongs to this run.
     fn check(&self, c: &Checkpoint) -> Result<()> {
         let model = self.model();
-        let bad = |msg: String| Error::invalid(format!("cannot resume from this checkpoint: {msg}"));
+        let bad =
+            |msg: String| Error::invalid(format!("cannot resume from this checkpoint: {msg}"));
         if c.model_spec != model.spec() {
             return Err(bad(format!(
                 "it holds model '{}', this run builds '{}'",
@@ -116,11 +125,16 @@ impl Trainer<'_> {
             )));
         }
         let momentum_len = self.optimizer().momentum_buffer().len();
-        if c.params.len() != model.num_params() || c.optimizer.momentum.len() != momentum_len {
+        let saved_momentum = c
+            .optimizer
+            .momentum_buffer
+            .as_ref()
+            .map_or(momentum_len, Vec::len);
+        if c.params.len() != model.num_params() || saved_momentum != momentum_len {
             return Err(bad(format!(
                 "it holds {} parameters and {} momentum values, this run has {} and {}",
                 c.params.len(),
-                c.optimizer.momentum.len(),
+                saved_momentum,
                 model.num_params(),
                 momentum_len
             )));
