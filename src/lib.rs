@@ -17,6 +17,8 @@
 //! * [`data`]: CIFAR-10 loading, augmentation, sharding.
 //! * [`checkpoint`]: checkpoints and safetensors export.
 //! * [`trainer`]: the data-parallel training loop.
+//! * [`scaling`]: speedup sweeps over nodes x cores, their tables and plots,
+//!   and a cost model that extrapolates them.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,6 +32,7 @@ mod kernels;
 pub mod nn;
 pub mod optim;
 pub mod parallel;
+pub mod scaling;
 pub mod trainer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,393 @@
+//! One measured configuration: the training binary's summary JSON, and the
+//! split of a step into compute, waiting, allreduce and the rest.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Gradient-averaging algorithm of a run, as passed to the training binary's
+/// `--allreduce` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// The hand-written ring allreduce (reduce-scatter + allgather).
+    Ring,
+    /// The transport's own allreduce (`MPI_Allreduce`).
+    Mpi,
+    /// Gather-to-root: every rank sends its gradient to rank 0, which sums and
+    /// sends the result back (the master-node scheme of the Raspberry Pi study).
+    Naive,
+}
+
+impl Algorithm {
+    /// All algorithms, in the order tables and plots list them.
+    pub const ALL: [Algorithm; 3] = [Algorithm::Ring, Algorithm::Mpi, Algorithm::Naive];
+
+    /// The value of the training binary's `--allreduce` flag and of the CSV
+    /// `algorithm` column: `ring`, `mpi` or `naive`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Algorithm::Ring => "ring",
+            Algorithm::Mpi => "mpi",
+            Algorithm::Naive => "naive",
+        }
+    }
+
+    /// A human-readable name for plot legends.
+    pub fn label(self) -> &'static str {
+        match self {
+            Algorithm::Ring => "ring",
+            Algorithm::Mpi => "MPI native",
+            Algorithm::Naive => "gather-to-root",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.flag())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = Error;
+
+    /// Parses `ring`, `mpi` or `naive` (also `gather` for `naive`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ring" => Ok(Algorithm::Ring),
+            "mpi" | "native" => Ok(Algorithm::Mpi),
+            "naive" | "gather" | "gather-to-root" => Ok(Algorithm::Naive),
+            other => Err(Error::invalid(format!(
+                "unknown allreduce algorithm {other:?} (expected ring, mpi or naive)"
+            ))),
+        }
+    }
+}
+
+/// The JSON object rank 0 of the training binary writes with
+/// `--summary-json PATH` (one object; unknown extra fields are ignored).
+///
+/// Times are medians over the steps after `warmup_steps`; for each step the
+/// maximum over ranks is taken before the median.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RunSummary {
+    /// World size (number of ranks, "nodes").
+    pub ranks: usize,
+    /// Cores (compute threads) per rank.
+    pub cores_per_rank: usize,
+    /// Images per optimiser step summed over all ranks.
+    pub global_batch: usize,
+    /// Steps run, warm-up included.
+    pub steps: usize,
+    /// `--allreduce` value of the run.
+    pub allreduce: String,
+    /// Number of model parameters.
+    pub param_count: u64,
+    /// Bytes of gradient averaged per step (`4 * param_count` for f32).
+    pub grad_bytes: u64,
+    /// Steps excluded from the medians.
+    pub warmup_steps: usize,
+    /// Median wall time of a whole step, seconds.
+    pub step_s_median: f64,
+    /// Median forward + backward + optimiser time, seconds.
+    pub compute_s_median: f64,
+    /// Median time inside the allreduce, seconds.
+    pub allreduce_s_median: f64,
+    /// Median time blocked in the barrier before the allreduce (load
+    /// imbalance), seconds.
+    pub wait_s_median: f64,
+    /// `global_batch / step_s_median`.
+    pub images_per_sec: f64,
+    /// Peak resident set size, maximum over ranks, bytes.
+    pub peak_rss_bytes_max: u64,
+    /// Wall time of the whole run, seconds.
+    pub total_s: f64,
+}
+
+impl RunSummary {
+    /// Parses and checks a summary; `source` names the file in errors.
+    ///
+    /// ```
+    /// use ringsgd::scaling::RunSummary;
+    /// let json = r#"{"ranks":2,"cores_per_rank":1,"global_batch":64,"steps":12,
+    ///   "allreduce":"ring","param_count":1116970,"grad_bytes":4467880,"warmup_steps":2,
+    ///   "step_s_median":0.5,"compute_s_median":0.4,"allreduce_s_median":0.05,
+    ///   "wait_s_median":0.03,"images_per_sec":128.0,"peak_rss_bytes_max":100000000,
+    ///   "total_s":7.0}"#;
+    /// let s = RunSummary::from_json(json, "summary.json".as_ref())?;
+    /// assert_eq!(s.ranks, 2);
+    /// # Ok::<(), ringsgd::Error>(())
+    /// ```
+    pub fn from_json(text: &str, source: &Path) -> Result<Self> {
+        let summary: RunSummary = serde_json::from_str(text).map_err(|e| Error::Data {
+            file: source.to_path_buf(),
+            record: None,
+            msg: format!("not a valid run summary: {e}"),
+        })?;
+        summary.validate().map_err(|msg| Error::Data {
+            file: source.to_path_buf(),
+            record: None,
+            msg,
+        })?;
+        Ok(summary)
+    }
+
+    /// Reads and parses a summary file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, path)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.ranks == 0 || self.cores_per_rank == 0 || self.global_batch == 0 {
+            return Err("ranks, cores_per_rank and global_batch must be >= 1".into());
+        }
+        let times = [
+            ("step_s_median", self.step_s_median),
+            ("compute_s_median", self.compute_s_median),
+            ("allreduce_s_median", self.allreduce_s_median),
+            ("wait_s_median", self.wait_s_median),
+            ("total_s", self.total_s),
+        ];
+        for (name, v) in times {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{name} = {v} is not a finite time >= 0"));
+            }
+        }
+        if self.step_s_median <= 0.0 {
+            return Err("step_s_median must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The split of one step's median time into its parts, seconds.
+///
+/// `compute`, `wait` and `allreduce` are the medians reported by the run;
+/// `other` is what the step median has beyond their sum (data loading,
+/// bookkeeping), clamped at zero. Medians do not add exactly, so
+/// `compute + wait + allreduce + other` can exceed `step` slightly when
+/// `other` is clamped; it never falls short of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimingSplit {
+    /// Median wall time of a step.
+    pub step_s: f64,
+    /// Forward + backward + optimiser.
+    pub compute_s: f64,
+    /// Blocked in the barrier before the allreduce (load imbalance).
+    pub wait_s: f64,
+    /// Inside the allreduce.
+    pub allreduce_s: f64,
+    /// `max(0, step - compute - wait - allreduce)`.
+    pub other_s: f64,
+}
+
+impl TimingSplit {
+    /// Builds the split from the four medians.
+    ///
+    /// ```
+    /// use ringsgd::scaling::TimingSplit;
+    /// let s = TimingSplit::from_medians(1.0, 0.7, 0.1, 0.15);
+    /// assert!((s.other_s - 0.05).abs() < 1e-12);
+    /// assert!((s.coordination_s() - 0.25).abs() < 1e-12);
+    /// ```
+    pub fn from_medians(step_s: f64, compute_s: f64, wait_s: f64, allreduce_s: f64) -> Self {
+        let other_s = (step_s - compute_s - wait_s - allreduce_s).max(0.0);
+        TimingSplit {
+            step_s,
+            compute_s,
+            wait_s,
+            allreduce_s,
+            other_s,
+        }
+    }
+
+    /// Coordination overhead of a step: waiting plus allreduce.
+    pub fn coordination_s(&self) -> f64 {
+        self.wait_s + self.allreduce_s
+    }
+
+    /// Height of the stacked bar: `compute + wait + allreduce + other`.
+    pub fn stacked_s(&self) -> f64 {
+        self.compute_s + self.wait_s + self.allreduce_s + self.other_s
+    }
+}
+
+/// One configuration of the sweep and what its run reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// Allreduce algorithm of the run.
+    pub algorithm: Algorithm,
+    /// Number of ranks (one per node on a cluster).
+    pub nodes: usize,
+    /// Compute threads per rank.
+    pub cores_per_rank: usize,
+    /// The run's summary.
+    pub summary: RunSummary,
+}
+
+impl Measurement {
+    /// Pairs a configuration with its summary, checking that the summary is
+    /// of that configuration (ranks, cores, algorithm).
+    pub fn new(
+        algorithm: Algorithm,
+        nodes: usize,
+        cores_per_rank: usize,
+        summary: RunSummary,
+    ) -> Result<Self> {
+        let reported: Algorithm = summary.allreduce.parse()?;
+        if reported != algorithm {
+            return Err(Error::invalid(format!(
+                "summary of the {algorithm} run at {nodes}x{cores_per_rank} reports allreduce {:?}",
+                summary.allreduce
+            )));
+        }
+        if summary.ranks != nodes || summary.cores_per_rank != cores_per_rank {
+            return Err(Error::invalid(format!(
+                "summary of the {algorithm} run at {nodes} ranks x {cores_per_rank} cores \
+                 reports {} ranks x {} cores",
+                summary.ranks, summary.cores_per_rank
+            )));
+        }
+        Ok(Measurement {
+            algorithm,
+            nodes,
+            cores_per_rank,
+            summary,
+        })
+    }
+
+    /// Nodes x cores per rank: the number of cores the run used.
+    pub fn equivalent_cores(&self) -> usize {
+        self.nodes * self.cores_per_rank
+    }
+
+    /// The step split into compute, wait, allreduce and other.
+    pub fn split(&self) -> TimingSplit {
+        let s = &self.summary;
+        TimingSplit::from_medians(
+            s.step_s_median,
+            s.compute_s_median,
+            s.wait_s_median,
+            s.allreduce_s_median,
+        )
+    }
+
+    /// Images per second at the median step time: `global_batch / step`.
+    pub fn images_per_sec(&self) -> f64 {
+        self.summary.global_batch as f64 / self.summary.step_s_median
+    }
+
+    /// Time of one epoch of `epoch_images` images at the median step time:
+    /// `step * epoch_images / global_batch` (fractional steps allowed).
+    pub fn epoch_s(&self, epoch_images: usize) -> f64 {
+        self.summary.step_s_median * epoch_images as f64 / self.summary.global_batch as f64
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn summary(
+        alg: Algorithm,
+        ranks: usize,
+        cores: usize,
+        step: f64,
+        compute: f64,
+        wait: f64,
+        allreduce: f64,
+    ) -> RunSummary {
+        RunSummary {
+            ranks,
+            cores_per_rank: cores,
+            global_batch: 64,
+            steps: 12,
+            allreduce: alg.flag().into(),
+            param_count: 1_116_970,
+            grad_bytes: 4_467_880,
+            warmup_steps: 2,
+            step_s_median: step,
+            compute_s_median: compute,
+            allreduce_s_median: allreduce,
+            wait_s_median: wait,
+            images_per_sec: 64.0 / step,
+            peak_rss_bytes_max: 50 << 20,
+            total_s: step * 12.0,
+        }
+    }
+
+    #[test]
+    fn algorithm_round_trips_and_rejects_unknown() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.flag().parse::<Algorithm>().unwrap(), a);
+        }
+        let err = "tree".parse::<Algorithm>().unwrap_err().to_string();
+        assert!(err.contains("\"tree\""), "{err}");
+    }
+
+    #[test]
+    fn split_other_is_remainder_and_clamped() {
+        let s = TimingSplit::from_medians(1.0, 0.5, 0.2, 0.2);
+        assert!((s.other_s - 0.1).abs() < 1e-12);
+        assert!((s.stacked_s() - 1.0).abs() < 1e-12);
+        assert!((s.coordination_s() - 0.4).abs() < 1e-12);
+        let t = TimingSplit::from_medians(1.0, 0.6, 0.3, 0.2);
+        assert_eq!(t.other_s, 0.0);
+        assert!((t.stacked_s() - 1.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn summary_parses_and_ignores_extra_fields() {
+        let json = r#"{"ranks":3,"cores_per_rank":2,"global_batch":64,"steps":12,
+            "allreduce":"naive","param_count":10,"grad_bytes":40,"warmup_steps":2,
+            "step_s_median":0.5,"compute_s_median":0.3,"allreduce_s_median":0.1,
+            "wait_s_median":0.05,"images_per_sec":128.0,"peak_rss_bytes_max":7,
+            "total_s":6.5,"future_field":[1,2]}"#;
+        let s = RunSummary::from_json(json, Path::new("x.json")).unwrap();
+        assert_eq!((s.ranks, s.cores_per_rank, s.grad_bytes), (3, 2, 40));
+        let m = Measurement::new(Algorithm::Naive, 3, 2, s).unwrap();
+        assert_eq!(m.equivalent_cores(), 6);
+        assert!((m.images_per_sec() - 128.0).abs() < 1e-9);
+        assert!((m.epoch_s(50_000) - 0.5 * 50_000.0 / 64.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn summary_errors_name_file_and_field() {
+        let err = RunSummary::from_json("{\"ranks\":1}", Path::new("runs/a.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("runs/a.json") && err.contains("cores_per_rank"),
+            "{err}"
+        );
+        let mut s = summary(Algorithm::Ring, 1, 1, 1.0, 1.0, 0.0, 0.0);
+        s.step_s_median = f64::NAN;
+        let json = serde_json::to_string(&serde_json::json!({
+            "ranks":1,"cores_per_rank":1,"global_batch":64,"steps":12,"allreduce":"ring",
+            "param_count":1,"grad_bytes":4,"warmup_steps":2,"step_s_median":-1.0,
+            "compute_s_median":0.1,"allreduce_s_median":0.0,"wait_s_median":0.0,
+            "images_per_sec":1.0,"peak_rss_bytes_max":1,"total_s":1.0}))
+        .unwrap();
+        let err = RunSummary::from_json(&json, Path::new("b.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step_s_median"), "{err}");
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn measurement_rejects_mismatched_summary() {
+        let s = summary(Algorithm::Ring, 2, 1, 1.0, 0.8, 0.1, 0.1);
+        assert!(Measurement::new(Algorithm::Naive, 2, 1, s.clone()).is_err());
+        let err = Measurement::new(Algorithm::Ring, 3, 1, s.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reports 2 ranks"), "{err}");
+        assert!(Measurement::new(Algorithm::Ring, 2, 1, s).is_ok());
+    }
+}
