@@ -20,11 +20,12 @@ pub struct EpochPrinter {
 }
 
 impl EpochPrinter {
-    /// `enabled` is false on ranks other than 0.
-    pub fn new(enabled: bool, epochs: u64) -> Self {
+    /// `enabled` is false on ranks other than 0; `bar` asks for a progress
+    /// bar, shown only when stderr is a terminal.
+    pub fn new(enabled: bool, bar: bool, epochs: u64) -> Self {
         EpochPrinter {
             enabled,
-            bar_wanted: enabled && std::io::stderr().is_terminal(),
+            bar_wanted: enabled && bar && std::io::stderr().is_terminal(),
             epochs,
             bar: None,
         }
