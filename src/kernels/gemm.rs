@@ -14,14 +14,15 @@
 //! ```
 //!
 //! Determinism: an element of C is the sum, in `pc` order, of per-block dot
-//! products each accumulated in `k` order. That depends on `K` and `KC` only,
+//! products each accumulated in `k` order. That depends on `K` only (the K
+//! blocking is a function of `K`),
 //! never on `M`, `N`, the tile position or how callers split C between
 //! threads, so splitting rows or columns of C never changes a bit.
 
 use super::microkernel::{Kernel, Portable, MAX_TILE};
 
-/// K block (rows of B~, columns of A~).
-const KC: usize = 256;
+/// Largest K block (rows of B~, columns of A~); see [`k_block`].
+const KC_MAX: usize = 320;
 /// Micro-panels of A per A~ block: MC = MR * MC_PANELS.
 const MC_PANELS: usize = 16;
 /// Micro-panels of B per B~ block: NC = NR * NC_PANELS.
@@ -134,6 +135,13 @@ pub(crate) fn gemm_portable(
     gemm_with(Portable, ws, a, b, c, ldc, accumulate)
 }
 
+/// The K block for a given K: blocks of at most `KC` (and at least half of
+/// it), all the same size but the last. Depends on `K` only.
+fn k_block(kk: usize) -> usize {
+    let blocks = kk.div_ceil(KC_MAX);
+    kk.div_ceil(blocks)
+}
+
 #[inline(always)]
 fn gemm_with<K: Kernel>(
     kern: K,
@@ -154,10 +162,11 @@ fn gemm_with<K: Kernel>(
         }
         return;
     }
+    let kcb = k_block(kk);
     let mc_max = mr * MC_PANELS;
     let nc_max = nr * NC_PANELS;
-    let a_need = mc_max.min(m.next_multiple_of(mr)) * KC.min(kk);
-    let b_need = nc_max.min(n.next_multiple_of(nr)) * KC.min(kk);
+    let a_need = mc_max.min(m.next_multiple_of(mr)) * kcb;
+    let b_need = nc_max.min(n.next_multiple_of(nr)) * kcb;
     if ws.a.len() < a_need {
         ws.a.resize(a_need, 0.0);
     }
@@ -167,8 +176,8 @@ fn gemm_with<K: Kernel>(
     let mut tile = [0f32; MAX_TILE];
     for jc in (0..n).step_by(nc_max) {
         let nc = nc_max.min(n - jc);
-        for pc in (0..kk).step_by(KC) {
-            let kc = KC.min(kk - pc);
+        for pc in (0..kk).step_by(kcb) {
+            let kc = kcb.min(kk - pc);
             let add = accumulate || pc > 0;
             pack(&mut ws.b, b.t(), jc, nc, pc, kc, nr);
             for ic in (0..m).step_by(mc_max) {
@@ -183,16 +192,37 @@ fn gemm_with<K: Kernel>(
                         kern.tile(kc, ap, bp, &mut tile);
                         for i in 0..mr_eff {
                             let row0 = (ic + ir + i) * ldc + jc + jr;
-                            let crow = &mut c[row0..row0 + nr_eff];
                             let t = &tile[i * nr..i * nr + nr_eff];
-                            if add {
-                                crow.iter_mut().zip(t).for_each(|(c, t)| *c += t);
-                            } else {
-                                crow.copy_from_slice(t);
-                            }
+                            store_row(&mut c[row0..row0 + nr_eff], t, add);
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `c = t` or `c += t`, with fixed-size fast paths for full tile rows.
+#[inline(always)]
+fn store_row(c: &mut [f32], t: &[f32], add: bool) {
+    #[inline(always)]
+    fn fixed<const N: usize>(c: &mut [f32; N], t: &[f32; N], add: bool) {
+        if add {
+            for j in 0..N {
+                c[j] += t[j];
+            }
+        } else {
+            *c = *t;
+        }
+    }
+    match c.len() {
+        16 => fixed::<16>(c.try_into().unwrap(), t.try_into().unwrap(), add),
+        8 => fixed::<8>(c.try_into().unwrap(), t.try_into().unwrap(), add),
+        _ => {
+            if add {
+                c.iter_mut().zip(t).for_each(|(c, t)| *c += t);
+            } else {
+                c.copy_from_slice(t);
             }
         }
     }
@@ -202,36 +232,52 @@ fn gemm_with<K: Kernel>(
 /// of `w` rows: `dst[p*kc*w + k*w + i] = src(r0 + p*w + i, k0 + k)`, rows past
 /// `rn` zero. (B is packed through its transpose.)
 fn pack(dst: &mut [f32], src: MatRef<'_>, r0: usize, rn: usize, k0: usize, kc: usize, w: usize) {
-    let panels = rn.div_ceil(w);
+    match w {
+        6 => pack_w::<6>(dst, src, r0, rn, k0, kc),
+        8 => pack_w::<8>(dst, src, r0, rn, k0, kc),
+        16 => pack_w::<16>(dst, src, r0, rn, k0, kc),
+        _ => unreachable!("no kernel has panels of width {w}"),
+    }
+}
+
+#[inline(always)]
+fn pack_w<const W: usize>(dst: &mut [f32], src: MatRef<'_>, r0: usize, rn: usize, k0: usize, kc: usize) {
+    let panels = rn.div_ceil(W);
     for p in 0..panels {
-        let panel = &mut dst[p * kc * w..(p + 1) * kc * w];
-        let rows = w.min(rn - p * w);
-        let base = (r0 + p * w) * src.rs + k0 * src.cs;
-        if src.rs == 1 {
-            // Rows adjacent in memory: each k step is a contiguous run.
-            for (k, out) in panel.chunks_exact_mut(w).enumerate() {
+        let panel = &mut dst[p * kc * W..(p + 1) * kc * W];
+        let rows = W.min(rn - p * W);
+        let base = (r0 + p * W) * src.rs + k0 * src.cs;
+        if src.rs == 1 && rows == W {
+            // Rows adjacent in memory: each k step is one contiguous run.
+            for (k, out) in panel.chunks_exact_mut(W).enumerate() {
                 let s = base + k * src.cs;
-                out[..rows].copy_from_slice(&src.data[s..s + rows]);
-                out[rows..].fill(0.0);
+                let out: &mut [f32; W] = out.try_into().unwrap();
+                *out = src.data[s..s + W].try_into().unwrap();
             }
-        } else if src.cs == 1 {
-            // Each row is a contiguous run over k: read rows, scatter by w.
-            for i in 0..rows {
-                let s = base + i * src.rs;
-                let row = &src.data[s..s + kc];
-                for (k, &v) in row.iter().enumerate() {
-                    panel[k * w + i] = v;
+        } else if src.cs == 1 && rows == W {
+            // Each row is a contiguous run over k. Rows are often a power of
+            // two apart (4 KiB for a 1024-pixel image), so they share L1 sets:
+            // copy 16 k-steps of every row (one cache line each) into a local
+            // block first, then write the panel sequentially from it.
+            const KB: usize = 16;
+            let mut blk = [[0f32; KB]; W];
+            for k0 in (0..kc).step_by(KB) {
+                let kn = KB.min(kc - k0);
+                for (i, b) in blk.iter_mut().enumerate() {
+                    let s = base + i * src.rs + k0;
+                    b[..kn].copy_from_slice(&src.data[s..s + kn]);
                 }
-            }
-            if rows < w {
-                for out in panel.chunks_exact_mut(w) {
-                    out[rows..].fill(0.0);
+                for (k, out) in panel[k0 * W..(k0 + kn) * W].chunks_exact_mut(W).enumerate() {
+                    let out: &mut [f32; W] = out.try_into().unwrap();
+                    for i in 0..W {
+                        out[i] = blk[i][k];
+                    }
                 }
             }
         } else {
-            for (k, out) in panel.chunks_exact_mut(w).enumerate() {
-                for i in 0..w {
-                    out[i] = if i < rows {
+            for (k, out) in panel.chunks_exact_mut(W).enumerate() {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = if i < rows {
                         src.data[base + i * src.rs + k * src.cs]
                     } else {
                         0.0
@@ -343,5 +389,59 @@ mod tests {
             false,
         );
         assert_eq!(a, c);
+    }
+}
+
+/// Speed probe: `cargo test --release --lib gemm_speed -- --ignored --nocapture`.
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        let mut ws = GemmWorkspace::default();
+        for &(m, k, n, bt) in &[
+            (32usize, 288usize, 1024usize, false),
+            (64, 576, 256, false),
+            (32, 1024, 288, true),
+            (288, 32, 1024, false),
+            (96, 256, 1024, false),
+        ] {
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut c = vec![0f32; m * n];
+            let bm = if bt { MatRef::row_major(&b, n, k).t() } else { MatRef::row_major(&b, k, n) };
+            let reps = 20;
+            let mut s = f64::MAX;
+            for _ in 0..30 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    gemm(&mut ws, MatRef::row_major(&a, m, k), bm, &mut c, n, false);
+                }
+                s = s.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!("m{m} k{k} n{n} bt{bt}: {:.1} GFLOP/s", 2.0 * (m * k * n * reps) as f64 / s / 1e9);
+        }
+        // microkernel alone
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kern) = crate::kernels::microkernel::Avx2Fma::detect() {
+            use crate::kernels::microkernel::Kernel;
+            let a = vec![0.5f32; 256 * 6];
+            let b = vec![0.25f32; 256 * 16];
+            let mut tile = [0f32; MAX_TILE];
+            let reps = 10_000;
+            let mut s = f64::MAX;
+            for _ in 0..30 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    kern.tile(256, std::hint::black_box(&a), &b, &mut tile);
+                    std::hint::black_box(&tile);
+                }
+                s = s.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!("microkernel: {:.1} GFLOP/s", 2.0 * (96.0 * 256.0 * reps as f64) / s / 1e9);
+        }
     }
 }

@@ -10,4 +10,4 @@
 //! aarch64, where fused multiply-add is always available).
 
 pub(crate) mod gemm;
-mod microkernel;
+pub(crate) mod microkernel;

@@ -7,7 +7,7 @@
 //! ```text
 //! forward   col[K, P]  = im2col(x[Cin, H, W])
 //!           y[Cout, P] = W[Cout, K] · col[K, P] + b          (then ReLU if fused)
-//! backward  dW[Cout, K] += dy[Cout, P] · col[K, P]^T
+//! backward  dW^T[K, Cout] += col[K, P] · dy[Cout, P]^T   (transposed at the reduction)
 //!           db[Cout]    += sum_p dy[Cout, p]
 //!           dcol[K, P]   = W[Cout, K]^T · dy[Cout, P];   dx = col2im(dcol)
 //! ```
@@ -172,16 +172,18 @@ pub(crate) fn forward_image(
     }
 }
 
-/// Backward for one image. Adds this image's weight and bias gradients to
-/// `dw`/`db` (or assigns them when `first`), and writes the input gradient
-/// into `dx` when given. `dy` must already be masked by a fused ReLU.
+/// Backward for one image. Adds this image's weight gradient, TRANSPOSED
+/// (`dwt[K, Cout]`, so that the GEMM packs the 4 KiB-strided column matrix
+/// along its rows), and bias gradient to `dwt`/`db` (or assigns them when
+/// `first`), and writes the input gradient into `dx` when given. `dy` must
+/// already be masked by a fused ReLU.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_image(
     g: &ConvGeom,
     w: &[f32],
     x: &[f32],
     dy: &[f32],
-    dw: &mut [f32],
+    dwt: &mut [f32],
     db: &mut [f32],
     first: bool,
     dx: Option<&mut [f32]>,
@@ -197,7 +199,8 @@ pub(crate) fn backward_image(
             im2col(g, x, col);
             MatRef::row_major(col, k, p)
         };
-        gemm(ws, dym, colm.t(), dw, k, !first);
+        // dW^T[K, Cout] = col[K, P] · dy^T[P, Cout]
+        gemm(ws, colm, dym.t(), dwt, g.cout, !first);
     }
     for (d, row) in db.iter_mut().zip(dy.chunks_exact(p)) {
         let s: f32 = row.iter().sum();
@@ -286,6 +289,55 @@ mod tests {
                 .map(|(a, b)| (*a as f64) * (*b as f64))
                 .sum();
             assert_eq!(lhs, rhs);
+        }
+    }
+}
+
+/// Speed probe: `cargo test --release --lib conv_speed -- --ignored --nocapture`.
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use std::time::Instant;
+
+    fn best(mut f: impl FnMut()) -> f64 {
+        let mut s = f64::MAX;
+        for _ in 0..20 {
+            let t = Instant::now();
+            for _ in 0..10 {
+                f();
+            }
+            s = s.min(t.elapsed().as_secs_f64() / 10.0);
+        }
+        s * 1e6
+    }
+
+    #[test]
+    #[ignore]
+    fn conv_speed() {
+        for &(cin, hw, cout) in &[(3usize, 32usize, 32usize), (32, 32, 32), (32, 16, 64), (64, 16, 64)] {
+            let g = ConvGeom { cin, h: hw, w: hw, cout, kh: 3, kw: 3, stride: 1, pad: 1, oh: hw, ow: hw };
+            let x = vec![0.5f32; g.in_size()];
+            let w = vec![0.1f32; cout * g.k()];
+            let b = vec![0.0f32; cout];
+            let mut y = vec![0f32; cout * g.p()];
+            let mut col = vec![0f32; g.col_size()];
+            let mut ws = GemmWorkspace::default();
+            let dy = vec![0.3f32; cout * g.p()];
+            let mut dwt = vec![0f32; cout * g.k()];
+            let mut db = vec![0f32; cout];
+            let mut dx = vec![0f32; g.in_size()];
+            let t_im2col = best(|| im2col(&g, &x, &mut col));
+            let t_fwd = best(|| forward_image(&g, &w, &b, &x, &mut y, &mut col, &mut ws, true));
+            let t_dw = best(|| backward_image(&g, &w, &x, &dy, &mut dwt, &mut db, true, None, &mut col, &mut ws));
+            let t_bwd = best(|| backward_image(&g, &w, &x, &dy, &mut dwt, &mut db, true, Some(&mut dx), &mut col, &mut ws));
+            let t_col2im = best(|| col2im(&g, &col, &mut dx));
+            let fl = 2.0 * (cout * g.k() * g.p()) as f64;
+            eprintln!(
+                "cin{cin} hw{hw} cout{cout}: im2col {t_im2col:.0}us fwd {t_fwd:.0}us ({:.1} GF/s) dw-only {t_dw:.0}us ({:.1}) bwd {t_bwd:.0}us ({:.1}) col2im {t_col2im:.0}us",
+                fl / t_fwd / 1e3,
+                fl / t_dw / 1e3,
+                2.0 * fl / t_bwd / 1e3
+            );
         }
     }
 }

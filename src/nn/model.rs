@@ -223,6 +223,14 @@ fn op_flops(op: &Op) -> u64 {
     }
 }
 
+/// `d = 0` where the ReLU output `y` is 0 (branch-free: the sign pattern of
+/// activations is unpredictable).
+fn relu_mask(d: &mut [f32], y: &[f32]) {
+    for (d, &v) in d.iter_mut().zip(y) {
+        *d = if v > 0.0 { *d } else { 0.0 };
+    }
+}
+
 /// Images per backward chunk for a batch: chunk boundaries depend on the
 /// batch size only (never the thread count), and there are at most 16.
 fn chunk_images(batch: usize) -> usize {
@@ -729,11 +737,7 @@ impl Model {
             let slots = &buf.slots;
             if op.relu && !matches!(op.kind, OpKind::Conv(_)) {
                 pool.for_each_chunk_mut(dy, 4096, |i, d| {
-                    for (d, &v) in d.iter_mut().zip(&y[i * 4096..]) {
-                        if v <= 0.0 {
-                            *d = 0.0;
-                        }
-                    }
+                    relu_mask(d, &y[i * 4096..]);
                 });
             }
             match op.kind {
@@ -754,12 +758,7 @@ impl Model {
                                 let i = c * per + j;
                                 let dyj = &mut dy[j * outs..(j + 1) * outs];
                                 if relu {
-                                    for (d, &v) in dyj.iter_mut().zip(&y[i * outs..(i + 1) * outs])
-                                    {
-                                        if v <= 0.0 {
-                                            *d = 0.0;
-                                        }
-                                    }
+                                    relu_mask(dyj, &y[i * outs..(i + 1) * outs]);
                                 }
                                 let dxj = dx.as_deref_mut().map(|d| &mut d[j * ins..(j + 1) * ins]);
                                 conv::backward_image(
@@ -790,18 +789,27 @@ impl Model {
                             chunk(c, a, None, p)
                         }),
                     }
-                    // Sum the chunk partials in chunk order (fixed for a batch size).
+                    // Sum the chunk partials in chunk order (fixed for a batch
+                    // size); weight partials are [K, Cout], gradients [Cout, K].
                     let parts = &buf.partials[..nchunks * plen];
-                    let gall = &mut self.grads[op.poff..op.poff + plen];
-                    const BLOCK: usize = 4096;
-                    pool.for_each_chunk_mut(gall, BLOCK, |bi, gch| {
-                        let e0 = bi * BLOCK;
-                        gch.copy_from_slice(&parts[e0..e0 + gch.len()]);
-                        for c in 1..nchunks {
-                            let p = &parts[c * plen + e0..c * plen + e0 + gch.len()];
-                            gch.iter_mut().zip(p).for_each(|(g, p)| *g += p);
+                    let (gw, gb) = self.grads[op.poff..op.poff + plen].split_at_mut(op.wlen);
+                    let kdim = g.k();
+                    pool.for_each_chunk_mut(gw, kdim, |co, row| {
+                        for (kk, v) in row.iter_mut().enumerate() {
+                            let mut s = parts[kk * g.cout + co];
+                            for c in 1..nchunks {
+                                s += parts[c * plen + kk * g.cout + co];
+                            }
+                            *v = s;
                         }
                     });
+                    for (o, v) in gb.iter_mut().enumerate() {
+                        let mut s = parts[op.wlen + o];
+                        for c in 1..nchunks {
+                            s += parts[c * plen + op.wlen + o];
+                        }
+                        *v = s;
+                    }
                 }
                 OpKind::Linear { fin, fout } => linear::backward(
                     pool,

@@ -1,0 +1,198 @@
+//! Times PiNet training steps (forward + backward + SGD update) or forward
+//! passes on random data, in a compute pool of exactly `--cores` threads.
+//!
+//! ```text
+//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--profile]
+//! ```
+//!
+//! The last line is always `images_per_sec=<number>` (scripts rely on it).
+//! `--profile` adds a per-layer table (forward/backward ms per step,
+//! GFLOP/s, share of the step), with backward FLOPs counted as 2x forward.
+
+use ndarray::Array4;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ringsgd::nn::Model;
+use ringsgd::optim::{Sgd, SgdConfig};
+use ringsgd::parallel::ComputePool;
+use std::time::Instant;
+
+struct Args {
+    cores: usize,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    forward_only: bool,
+    profile: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        cores: 1,
+        batch: 32,
+        steps: 20,
+        warmup: 3,
+        forward_only: false,
+        profile: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = |name: &str| -> Result<usize, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            v.parse()
+                .map_err(|_| format!("{name}: `{v}` is not a non-negative integer"))
+        };
+        match flag.as_str() {
+            "--cores" => a.cores = val("--cores")?,
+            "--batch" => a.batch = val("--batch")?,
+            "--steps" => a.steps = val("--steps")?,
+            "--warmup" => a.warmup = val("--warmup")?,
+            "--forward-only" => a.forward_only = true,
+            "--profile" => a.profile = true,
+            "-h" | "--help" => {
+                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--profile]".into())
+            }
+            other => return Err(format!("unknown flag `{other}` (see --help)")),
+        }
+    }
+    if a.batch == 0 || a.steps == 0 {
+        return Err("--batch and --steps must be >= 1".into());
+    }
+    Ok(a)
+}
+
+/// Nominal clock from /proc/cpuinfo (GHz), if readable.
+fn cpu_ghz() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    Some(mhz / 1000.0)
+}
+
+/// FLOPs per cycle per core of the widest FMA this binary's kernel uses.
+fn flops_per_cycle() -> (f64, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return (32.0, "AVX2+FMA: 2 x 8-lane FMA");
+    }
+    #[cfg(target_arch = "aarch64")]
+    return (8.0, "NEON: 1 x 4-lane FMA (Cortex-A72 class)");
+    #[allow(unreachable_code)]
+    (8.0, "SSE: 4-lane mul + add")
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let pool = ComputePool::new(args.cores)?;
+    let mut model = Model::pinet(1)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let x = Array4::from_shape_fn((args.batch, 3, 32, 32), |_| rng.random_range(-2.0f32..2.0));
+    let labels: Vec<u8> = (0..args.batch).map(|_| rng.random_range(0..10u8)).collect();
+    let cfg = SgdConfig {
+        lr: 0.05 * args.batch as f32 / 128.0,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    let mut sgd = Sgd::new(cfg, model.num_params())?;
+    let mut step = |model: &mut Model| -> ringsgd::Result<()> {
+        if args.forward_only {
+            model.evaluate(&pool, x.view(), &labels)?;
+        } else {
+            model.train_step(&pool, x.view(), &labels)?;
+            let (p, g) = model.params_and_grads_mut();
+            sgd.step(p, g, cfg.lr)?;
+        }
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        step(&mut model)?;
+    }
+    let nops = model.last_profile().len();
+    // Per-op minimum over the timed steps: robust to other processes.
+    let mut acc = vec![[f64::MAX; 2]; nops];
+    let mut times = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let t0 = Instant::now();
+        step(&mut model)?;
+        times.push(t0.elapsed().as_secs_f64());
+        for (a, p) in acc.iter_mut().zip(model.last_profile()) {
+            a[0] = a[0].min(p.forward_s);
+            a[1] = a[1].min(p.backward_s);
+        }
+    }
+    let total: f64 = times.iter().sum();
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let ips = (args.steps * args.batch) as f64 / total;
+    let fwd = model.forward_flops() as f64;
+    let flop_per_img = if args.forward_only { fwd } else { 3.0 * fwd };
+    let gflops = ips * flop_per_img / 1e9;
+    let (fpc, isa) = flops_per_cycle();
+    let mode = if args.forward_only { "forward" } else { "train_step" };
+    println!(
+        "pinet {mode}: cores={} batch={} steps={} min_step_ms={:.2} median_step_ms={:.2} mean_step_ms={:.2}",
+        args.cores,
+        args.batch,
+        args.steps,
+        sorted[0] * 1e3,
+        median * 1e3,
+        total / args.steps as f64 * 1e3
+    );
+    match cpu_ghz() {
+        Some(ghz) => {
+            let peak = ghz * fpc * args.cores as f64;
+            println!(
+                "achieved {gflops:.1} GFLOP/s ({:.1} MFLOP/img) vs peak {peak:.1} GFLOP/s ({isa}, {} cores at {ghz:.2} GHz nominal): {:.0}% of peak",
+                flop_per_img / 1e6,
+                args.cores,
+                100.0 * gflops / peak
+            );
+        }
+        None => println!("achieved {gflops:.1} GFLOP/s (peak unknown: no /proc/cpuinfo clock)"),
+    }
+    if args.profile {
+        let step_s = sorted[0];
+        println!("per-layer: minimum over the timed steps; share of the fastest step");
+        println!(
+            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "layer", "fwd_ms", "fwd_GF/s", "bwd_ms", "bwd_GF/s", "share"
+        );
+        for (a, p) in acc.iter().zip(model.last_profile()) {
+            let (f, b) = (a[0], a[1]);
+            let fl = p.forward_flops as f64 * args.batch as f64;
+            let gf = |flops: f64, s: f64| if flops > 0.0 && s > 0.0 { format!("{:.1}", flops / s / 1e9) } else { "-".into() };
+            println!(
+                "{:<12} {:>9.3} {:>9} {:>9.3} {:>9} {:>6.1}%",
+                p.name,
+                f * 1e3,
+                gf(fl, f),
+                b * 1e3,
+                gf(2.0 * fl, b),
+                100.0 * (f + b) / step_s
+            );
+        }
+        let layers: f64 = acc.iter().map(|a| a[0] + a[1]).sum();
+        println!(
+            "{:<12} {:>50.1}%",
+            "other(loss,sgd)",
+            100.0 * (step_s - layers) / step_s
+        );
+    }
+    println!("images_per_sec={ips:.1}");
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("pinet_bench: {e}");
+        std::process::exit(2);
+    }
+}
