@@ -208,7 +208,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     while !trainer.finished() {
         printer.start_epoch(trainer.epoch() + 1, spe);
         let mut report = trainer.train_epoch(&data.train, &data.norm, &mut |p| printer.step(p))?;
-        all_times.extend_from_slice(trainer.last_epoch_slowest_times());
+        all_times.extend_from_slice(trainer.last_epoch_step_times());
         if !args.no_eval {
             let t = trainer.evaluate(&data.test, &data.norm)?;
             last_test = Some(t.accuracy);

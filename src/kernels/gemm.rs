@@ -241,7 +241,14 @@ fn pack(dst: &mut [f32], src: MatRef<'_>, r0: usize, rn: usize, k0: usize, kc: u
 }
 
 #[inline(always)]
-fn pack_w<const W: usize>(dst: &mut [f32], src: MatRef<'_>, r0: usize, rn: usize, k0: usize, kc: usize) {
+fn pack_w<const W: usize>(
+    dst: &mut [f32],
+    src: MatRef<'_>,
+    r0: usize,
+    rn: usize,
+    k0: usize,
+    kc: usize,
+) {
     let panels = rn.div_ceil(W);
     for p in 0..panels {
         let panel = &mut dst[p * kc * W..(p + 1) * kc * W];
@@ -412,7 +419,11 @@ mod speed {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
             let mut c = vec![0f32; m * n];
-            let bm = if bt { MatRef::row_major(&b, n, k).t() } else { MatRef::row_major(&b, k, n) };
+            let bm = if bt {
+                MatRef::row_major(&b, n, k).t()
+            } else {
+                MatRef::row_major(&b, k, n)
+            };
             let reps = 20;
             let mut s = f64::MAX;
             for _ in 0..30 {
@@ -422,7 +433,10 @@ mod speed {
                 }
                 s = s.min(t.elapsed().as_secs_f64());
             }
-            eprintln!("m{m} k{k} n{n} bt{bt}: {:.1} GFLOP/s", 2.0 * (m * k * n * reps) as f64 / s / 1e9);
+            eprintln!(
+                "m{m} k{k} n{n} bt{bt}: {:.1} GFLOP/s",
+                2.0 * (m * k * n * reps) as f64 / s / 1e9
+            );
         }
         // microkernel alone
         #[cfg(target_arch = "x86_64")]
@@ -441,7 +455,10 @@ mod speed {
                 }
                 s = s.min(t.elapsed().as_secs_f64());
             }
-            eprintln!("microkernel: {:.1} GFLOP/s", 2.0 * (96.0 * 256.0 * reps as f64) / s / 1e9);
+            eprintln!(
+                "microkernel: {:.1} GFLOP/s",
+                2.0 * (96.0 * 256.0 * reps as f64) / s / 1e9
+            );
         }
     }
 }

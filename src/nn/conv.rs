@@ -314,8 +314,24 @@ mod speed {
     #[test]
     #[ignore]
     fn conv_speed() {
-        for &(cin, hw, cout) in &[(3usize, 32usize, 32usize), (32, 32, 32), (32, 16, 64), (64, 16, 64)] {
-            let g = ConvGeom { cin, h: hw, w: hw, cout, kh: 3, kw: 3, stride: 1, pad: 1, oh: hw, ow: hw };
+        for &(cin, hw, cout) in &[
+            (3usize, 32usize, 32usize),
+            (32, 32, 32),
+            (32, 16, 64),
+            (64, 16, 64),
+        ] {
+            let g = ConvGeom {
+                cin,
+                h: hw,
+                w: hw,
+                cout,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+                oh: hw,
+                ow: hw,
+            };
             let x = vec![0.5f32; g.in_size()];
             let w = vec![0.1f32; cout * g.k()];
             let b = vec![0.0f32; cout];
@@ -328,8 +344,25 @@ mod speed {
             let mut dx = vec![0f32; g.in_size()];
             let t_im2col = best(|| im2col(&g, &x, &mut col));
             let t_fwd = best(|| forward_image(&g, &w, &b, &x, &mut y, &mut col, &mut ws, true));
-            let t_dw = best(|| backward_image(&g, &w, &x, &dy, &mut dwt, &mut db, true, None, &mut col, &mut ws));
-            let t_bwd = best(|| backward_image(&g, &w, &x, &dy, &mut dwt, &mut db, true, Some(&mut dx), &mut col, &mut ws));
+            let t_dw = best(|| {
+                backward_image(
+                    &g, &w, &x, &dy, &mut dwt, &mut db, true, None, &mut col, &mut ws,
+                )
+            });
+            let t_bwd = best(|| {
+                backward_image(
+                    &g,
+                    &w,
+                    &x,
+                    &dy,
+                    &mut dwt,
+                    &mut db,
+                    true,
+                    Some(&mut dx),
+                    &mut col,
+                    &mut ws,
+                )
+            });
             let t_col2im = best(|| col2im(&g, &col, &mut dx));
             let fl = 2.0 * (cout * g.k() * g.p()) as f64;
             eprintln!(

@@ -11,7 +11,7 @@ use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::ComputePool;
 use crate::trainer::config::TrainConfig;
 use crate::trainer::metrics::{EpochReport, EvalReport};
-use crate::trainer::timing::{Lap, StepTimes};
+use crate::trainer::timing::{critical_path, Lap, StepTimes};
 
 /// Progress of one step, handed to the caller's callback (for progress bars).
 #[derive(Debug, Clone, Copy)]
@@ -89,8 +89,8 @@ pub struct Trainer<'c> {
     perm_epoch: Option<u64>,
     /// This rank's step times in the current epoch.
     times: Vec<StepTimes>,
-    /// Per step of the last epoch, the slowest rank's times.
-    slowest: Vec<StepTimes>,
+    /// Per step of the last epoch, the split over all ranks.
+    critical: Vec<StepTimes>,
 }
 
 impl<'c> Trainer<'c> {
@@ -145,7 +145,7 @@ impl<'c> Trainer<'c> {
             perm: Vec::new(),
             perm_epoch: None,
             times: Vec::new(),
-            slowest: Vec::new(),
+            critical: Vec::new(),
         })
     }
 
@@ -179,11 +179,11 @@ impl<'c> Trainer<'c> {
         &self.times
     }
 
-    /// For every step of the last [`Trainer::train_epoch`] call, the
-    /// field-wise maximum over ranks of the step times (the same on every
+    /// For every step of the last [`Trainer::train_epoch`] call, the split
+    /// of the step over all ranks (see [`critical_path`]; the same on every
     /// rank).
-    pub fn last_epoch_slowest_times(&self) -> &[StepTimes] {
-        &self.slowest
+    pub fn last_epoch_step_times(&self) -> &[StepTimes] {
+        &self.critical
     }
 
     /// Cores of this rank's compute pool.
@@ -342,9 +342,9 @@ impl<'c> Trainer<'c> {
         }
         let mut sums = [loss_sum as f32, correct as f32, images as f32];
         self.allreducer.allreduce_sum(self.comm, &mut sums)?;
-        self.slowest = self.slowest_rank_times()?;
+        self.critical = self.critical_path_times()?;
         let total = self
-            .slowest
+            .critical
             .iter()
             .fold(StepTimes::default(), |acc, t| acc.add(t));
         let n = sums[2].max(1.0) as f64;
@@ -413,26 +413,34 @@ impl<'c> Trainer<'c> {
         }
     }
 
-    /// For every step of the current epoch, the field-wise maximum over
-    /// ranks of the step times (collective).
-    fn slowest_rank_times(&mut self) -> Result<Vec<StepTimes>> {
-        let mut flat: Vec<f32> = self.times.iter().flat_map(|t| t.to_array()).collect();
+    /// For every step of the current epoch, the split over all ranks
+    /// (collective): rank 0 gathers every rank's times, combines them with
+    /// [`critical_path`] and broadcasts the result.
+    fn critical_path_times(&mut self) -> Result<Vec<StepTimes>> {
         let (rank, size) = (self.comm.rank(), self.comm.size());
-        if size > 1 {
-            if rank == 0 {
-                let mut other = vec![0.0f32; flat.len()];
-                for src in 1..size {
-                    self.comm.recv_f32(src, &mut other)?;
-                    for (a, b) in flat.iter_mut().zip(&other) {
-                        *a = a.max(*b);
-                    }
-                }
-            } else {
-                self.comm.send_f32(0, &flat)?;
+        let mine: Vec<f32> = self.times.iter().flat_map(|t| t.to_array()).collect();
+        let mut combined = vec![0.0f32; mine.len()];
+        if rank == 0 {
+            let mut all = vec![mine];
+            for src in 1..size {
+                let mut other = vec![0.0f32; combined.len()];
+                self.comm.recv_f32(src, &mut other)?;
+                all.push(other);
             }
-            self.comm.broadcast_f32(0, &mut flat)?;
+            let field = |a: &[f32], s: usize| {
+                StepTimes::from_array([a[4 * s], a[4 * s + 1], a[4 * s + 2], a[4 * s + 3]])
+            };
+            let mut per_rank = Vec::with_capacity(size);
+            for (s, out) in combined.chunks_exact_mut(StepTimes::FIELDS).enumerate() {
+                per_rank.clear();
+                per_rank.extend(all.iter().map(|a| field(a, s)));
+                out.copy_from_slice(&critical_path(&per_rank).to_array());
+            }
+        } else {
+            self.comm.send_f32(0, &mine)?;
         }
-        Ok(flat
+        self.comm.broadcast_f32(0, &mut combined)?;
+        Ok(combined
             .chunks_exact(StepTimes::FIELDS)
             .map(|c| StepTimes::from_array([c[0], c[1], c[2], c[3]]))
             .collect())

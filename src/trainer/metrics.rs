@@ -37,7 +37,8 @@ pub struct EpochReport {
     pub images_per_sec: f64,
     /// Wall-clock seconds of the epoch's training steps (rank 0's clock).
     pub seconds: f64,
-    /// Sum over steps of the slowest rank's time split.
+    /// Sum over the epoch's steps of the split over all ranks (see
+    /// [`critical_path`](crate::trainer::critical_path)).
     pub times: StepTimes,
     /// Test-set evaluation after the epoch, if one ran.
     pub test: Option<EvalReport>,

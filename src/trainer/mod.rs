@@ -26,4 +26,4 @@ pub use config::TrainConfig;
 pub use data_parallel::{StepProgress, Trainer};
 pub use export::export_safetensors;
 pub use metrics::{EpochReport, EvalReport, MetricsCsv, METRICS_HEADER};
-pub use timing::{median_times, peak_rss_bytes, StepTimes};
+pub use timing::{critical_path, median_times, peak_rss_bytes, StepTimes};

@@ -46,16 +46,6 @@ impl StepTimes {
         }
     }
 
-    /// Field-wise maximum (the slowest rank sets the pace of a step).
-    pub fn max(&self, other: &StepTimes) -> StepTimes {
-        StepTimes {
-            compute: self.compute.max(other.compute),
-            wait: self.wait.max(other.wait),
-            allreduce: self.allreduce.max(other.allreduce),
-            step: self.step.max(other.step),
-        }
-    }
-
     /// Field-wise sum.
     pub fn add(&self, other: &StepTimes) -> StepTimes {
         StepTimes {
@@ -64,6 +54,39 @@ impl StepTimes {
             allreduce: self.allreduce + other.allreduce,
             step: self.step + other.step,
         }
+    }
+}
+
+/// The split of one step over all ranks, from each rank's own times.
+///
+/// A synchronous step lasts as long as its slowest rank. The split adds up to
+/// that length:
+///
+/// * `compute`: the mean over ranks of the compute time (useful work);
+/// * `wait`: how much the slowest rank's compute exceeds the mean (load
+///   imbalance: the time the other ranks wait for it);
+/// * `allreduce`: the rest of the step (barrier latency and the gradient
+///   allreduce on the critical path);
+/// * `step`: the longest step time of any rank.
+///
+/// ```
+/// # use ringsgd::trainer::{critical_path, StepTimes};
+/// let rank = |c: f64, s: f64| StepTimes { compute: c, wait: 0.0, allreduce: 0.0, step: s };
+/// let t = critical_path(&[rank(1.0, 1.5), rank(2.0, 2.5)]);
+/// assert_eq!((t.compute, t.wait, t.allreduce, t.step), (1.5, 0.5, 0.5, 2.5));
+/// ```
+pub fn critical_path(ranks: &[StepTimes]) -> StepTimes {
+    if ranks.is_empty() {
+        return StepTimes::default();
+    }
+    let mean = ranks.iter().map(|t| t.compute).sum::<f64>() / ranks.len() as f64;
+    let max_compute = ranks.iter().map(|t| t.compute).fold(0.0, f64::max);
+    let step = ranks.iter().map(|t| t.step).fold(0.0, f64::max);
+    StepTimes {
+        compute: mean,
+        wait: max_compute - mean,
+        allreduce: (step - max_compute).max(0.0),
+        step,
     }
 }
 
@@ -143,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn array_round_trip_and_max() {
+    fn array_round_trip_and_critical_path() {
         let a = StepTimes {
             compute: 1.0,
             wait: 0.5,
@@ -157,8 +180,12 @@ mod tests {
             allreduce: 0.25,
             step: 1.0,
         };
-        let m = a.max(&b);
-        assert_eq!((m.compute, m.wait, m.step), (1.0, 1.0, 2.0));
+        let m = critical_path(&[a, b]);
+        assert_eq!(
+            (m.compute, m.wait, m.allreduce, m.step),
+            (0.75, 0.25, 1.0, 2.0)
+        );
+        assert_eq!(m.compute + m.wait + m.allreduce, m.step);
     }
 
     #[test]
