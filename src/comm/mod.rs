@@ -3,7 +3,7 @@
 //! The collective algorithms in [`crate::collectives`] are written once
 //! against the [`Communicator`] trait and run over either implementation:
 //!
-//! * [`mpi`] (feature `mpi`, on by default): MPI point-to-point through rsmpi.
+//! * `mpi` (feature `mpi`, on by default): MPI point-to-point through rsmpi.
 //!   Works under `mpirun` and standalone as a one-rank world.
 //! * [`local`]: N ranks as threads in one process, for tests, laptops and
 //!   benchmarks of the algorithms without MPI.
@@ -43,7 +43,7 @@ pub type SegmentSink<'a> = dyn FnMut(usize, &[f32]) -> Result<()> + 'a;
 ///
 /// Messages between a pair of ranks are delivered in the order they were sent.
 /// A receive whose buffer length differs from the length of the message that
-/// arrives is an [`Error::Comm`](crate::Error::Comm), never a truncation or a
+/// arrives is an [`Error::Comm`], never a truncation or a
 /// hang.
 pub trait Communicator {
     /// This process's rank, `0..size()`.
@@ -67,11 +67,12 @@ pub trait Communicator {
     /// steps: `send` goes to `dest` and `recv_len` values come from `src`,
     /// both cut into messages of `segment_len` elements (the last one
     /// shorter; `0` means one message). Each received segment is handed to
-    /// `on_segment(offset, values)` in order, as soon as it has arrived, while
-    /// the transfer of the following segments proceeds. This is how the ring
-    /// allreduce overlaps the reduction of segment `k` with the transfer of
-    /// segment `k + 1` without an extra trait for non-blocking requests, and
-    /// how it keeps each received segment in cache while it is reduced.
+    /// `on_segment(offset, values)` in order, as soon as it has arrived, with
+    /// the following segments already posted. This is how the ring allreduce
+    /// lets the transport move segment `k + 1` while it reduces segment `k`
+    /// (as far as the transport progresses on its own) and reduces each
+    /// segment while it is still in cache, without exposing non-blocking
+    /// requests in the trait.
     ///
     /// Both peers must use the same `segment_len`, and `recv_len` must equal
     /// the sender's `send.len()`; a mismatch is an [`Error::Comm`]. Every call

@@ -274,10 +274,10 @@ impl Communicator for MpiComm {
         self.sendrecv_any(send, dest, recv, src, "sendrecv_f32")
     }
 
-    /// Double-buffered pipeline: segment `k + 1` is posted (send, and the
-    /// receive matched into the free half of the scratch) before
-    /// `on_segment` reduces segment `k`, so the transport can move it while
-    /// the caller computes, and the segment being reduced is still in cache.
+    /// Double-buffered pipeline: up to 8 segment sends are in
+    /// flight, and segment `k + 1` is matched into the free half of a
+    /// two-segment scratch before `on_segment` reduces segment `k`, which is
+    /// then still in cache. Every receive is size-checked by a matched probe.
     fn sendrecv_f32_segmented(
         &self,
         send: &[f32],
