@@ -79,7 +79,11 @@ pub trait Communicator {
     /// exchanges at least one message each way, even for empty slices, so that
     /// mismatched lengths are always detected. If `on_segment` fails, the
     /// remaining segments are still transferred (keeping both peers in step)
-    /// and the first error is returned.
+    /// and the first error is returned. After a size mismatch the two peers
+    /// are out of step (further segments may be left unmatched): treat it as
+    /// fatal for the job (e.g. `MpiComm::abort`).
+    /// [`Allreducer`](crate::collectives::Allreducer) rules it out by
+    /// agreeing on lengths and segment size before every call.
     fn sendrecv_f32_segmented(
         &self,
         send: &[f32],
