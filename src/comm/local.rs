@@ -645,6 +645,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_comm_can_move_to_its_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<LocalComm>();
+    }
+
+    #[test]
     fn zero_ranks_is_an_error() {
         let e = LocalComm::world(0).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");

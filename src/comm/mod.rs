@@ -3,7 +3,7 @@
 //! The collective algorithms in [`crate::collectives`] are written once
 //! against the [`Communicator`] trait and run over either implementation:
 //!
-//! * [`mpi`] (feature `mpi`, on by default): MPI point-to-point through rsmpi.
+//! * `mpi` (feature `mpi`, on by default): MPI point-to-point through rsmpi.
 //!   Works under `mpirun` and standalone as a one-rank world.
 //! * [`local`]: N ranks as threads in one process, for tests, laptops and
 //!   benchmarks of the algorithms without MPI.
@@ -43,7 +43,7 @@ pub type SegmentSink<'a> = dyn FnMut(usize, &[f32]) -> Result<()> + 'a;
 ///
 /// Messages between a pair of ranks are delivered in the order they were sent.
 /// A receive whose buffer length differs from the length of the message that
-/// arrives is an [`Error::Comm`](crate::Error::Comm), never a truncation or a
+/// arrives is an [`Error::Comm`], never a truncation or a
 /// hang.
 pub trait Communicator {
     /// This process's rank, `0..size()`.
@@ -67,18 +67,23 @@ pub trait Communicator {
     /// steps: `send` goes to `dest` and `recv_len` values come from `src`,
     /// both cut into messages of `segment_len` elements (the last one
     /// shorter; `0` means one message). Each received segment is handed to
-    /// `on_segment(offset, values)` in order, as soon as it has arrived, while
-    /// the transfer of the following segments proceeds. This is how the ring
-    /// allreduce overlaps the reduction of segment `k` with the transfer of
-    /// segment `k + 1` without an extra trait for non-blocking requests, and
-    /// how it keeps each received segment in cache while it is reduced.
+    /// `on_segment(offset, values)` in order, as soon as it has arrived, with
+    /// the following segments already posted. This is how the ring allreduce
+    /// lets the transport move segment `k + 1` while it reduces segment `k`
+    /// (as far as the transport progresses on its own) and reduces each
+    /// segment while it is still in cache, without exposing non-blocking
+    /// requests in the trait.
     ///
     /// Both peers must use the same `segment_len`, and `recv_len` must equal
     /// the sender's `send.len()`; a mismatch is an [`Error::Comm`]. Every call
     /// exchanges at least one message each way, even for empty slices, so that
     /// mismatched lengths are always detected. If `on_segment` fails, the
     /// remaining segments are still transferred (keeping both peers in step)
-    /// and the first error is returned.
+    /// and the first error is returned. After a size mismatch the two peers
+    /// are out of step (further segments may be left unmatched): treat it as
+    /// fatal for the job (e.g. `MpiComm::abort`).
+    /// [`Allreducer`](crate::collectives::Allreducer) rules it out by
+    /// agreeing on lengths and segment size before every call.
     fn sendrecv_f32_segmented(
         &self,
         send: &[f32],
