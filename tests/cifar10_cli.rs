@@ -43,23 +43,28 @@ fn data(dir: &Path) -> PathBuf {
     synthetic::write_cifar_dir(dir, 48, 60, 3).unwrap()
 }
 
-/// Runs the example on `np` MPI ranks (0: standalone, no mpirun).
+/// Runs the example on `np` MPI ranks (0: standalone, no mpirun). Built
+/// without the `mpi` feature, the ranks are threads (`--local-ranks`).
 fn run(np: usize, args: &[&str]) -> Output {
     let mut cmd = Command::new("timeout");
     cmd.args(["-k", "10", TIMEOUT_S]);
-    if np > 0 {
+    let np_s = np.to_string();
+    let mpi = cfg!(feature = "mpi");
+    if np > 0 && mpi {
         cmd.args([
             "mpirun",
             "-np",
-            &np.to_string(),
+            &np_s,
             "--oversubscribe",
             "--bind-to",
             "none",
         ]);
     }
-    cmd.arg(example())
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    cmd.arg(example()).args(args);
+    if np > 0 && !mpi {
+        cmd.args(["--local-ranks", &np_s]);
+    }
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_mpi_yield_when_idle", "1")
         .env("RUST_LOG", "warn");

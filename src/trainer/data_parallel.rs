@@ -106,7 +106,7 @@ impl<'c> Trainer<'c> {
         cfg: TrainConfig,
     ) -> Result<Self> {
         cfg.validate(comm.size())?;
-        let sgd = Sgd::new(cfg.sgd.clone(), model.num_params())?;
+        let sgd = Sgd::new(cfg.sgd, model.num_params())?;
         let identity = format!(
             "{}\nmodel={} input={:?} params={} world={}",
             cfg.canonical(),
