@@ -145,6 +145,16 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         Model::from_spec(&args.model, [c, h, w], args.seed)?
     };
     let cores = cores(args, comm);
+    let allowed = std::thread::available_parallelism().map_or(cores, |n| n.get());
+    if cores > allowed {
+        // available_parallelism follows the CPU affinity mask, which mpirun
+        // sets when it binds ranks to cores (its default for np <= 2).
+        eprintln!(
+            "rank {}: warning: --cores {cores} but this process may run on only {allowed} core(s); \
+             mpirun binds ranks to cores by default: add --bind-to none",
+            comm.rank()
+        );
+    }
     let pool = ComputePool::new(cores)?;
     let global_batch = args.global_batch;
     let spe = (data.train.len() / global_batch.max(1)) as u64;
