@@ -36,3 +36,8 @@ pub mod scaling;
 pub mod trainer;
 
 pub use error::{Error, Result};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
