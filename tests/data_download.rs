@@ -270,3 +270,50 @@ fn refused_connection_and_bad_arguments() {
     assert!(bad("http://127.0.0.1/", None));
     assert!(bad("http://127.0.0.1/c.tar.gz", Some("xyz")));
 }
+
+/// `target/<profile>/examples/cifar10`, built by `cargo test`.
+fn cifar10_example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    dir.join("examples").join("cifar10")
+}
+
+#[test]
+fn cifar10_example_downloads_with_the_flag_and_reuses_the_cache() {
+    let s = Scratch::new("example");
+    let src = s.path().join("src.tar.gz");
+    synthetic::write_cifar_tar_gz(&src, 10, 10, 5).unwrap();
+    let (base, server) = serve(vec![Reply::ok(std::fs::read(&src).unwrap())]);
+    let url = format!("{base}/{}", cifar::ARCHIVE_NAME);
+    let cache = s.path().join("cache");
+    let run = || {
+        std::process::Command::new("timeout")
+            .args(["-k", "5", "120"])
+            .arg(cifar10_example())
+            .args(["--download", "--download-url", &url, "--cache-dir"])
+            .arg(&cache)
+            .args(["--model", "conv3x3(4,p1) relu maxpool2 flatten linear(10)"])
+            .args(["--epochs", "1", "--global-batch", "10", "--cores", "1"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(first.status.success(), "{shown}");
+    assert!(shown.contains("50 train / 10 test images"), "{shown}");
+    assert!(shown.contains("test_accuracy="), "{shown}");
+    assert_eq!(server.join().unwrap().len(), 1);
+    assert!(cache.join(cifar::ARCHIVE_NAME).is_file());
+    // The server has stopped: the second run must use the cached archive.
+    let second = run();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}
