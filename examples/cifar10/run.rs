@@ -174,7 +174,9 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         seed: args.seed,
         augment: !args.no_augment,
         verify_every: (args.verify_every > 0).then_some(args.verify_every),
-        eval_batch: 250,
+        // Evaluating in batches of the training share keeps the workspaces
+        // at their training size (a batch of 250 would add ~160 MB).
+        eval_batch: (global_batch / comm.size()).max(1),
     };
     let mut trainer = Trainer::new(comm, pool, model, cfg)?;
     if root {

@@ -41,7 +41,9 @@ pub struct TrainConfig {
     /// Hash the weights on every rank every this many steps and fail on
     /// drift (`None`: never).
     pub verify_every: Option<u64>,
-    /// Images per forward pass when evaluating (per rank).
+    /// Images per forward pass when evaluating (per rank). The model's
+    /// workspaces grow to the largest batch they see, so a value no larger
+    /// than the per-rank training batch keeps memory at its training peak.
     pub eval_batch: usize,
 }
 
@@ -75,7 +77,7 @@ impl TrainConfig {
             seed: 0,
             augment: true,
             verify_every: None,
-            eval_batch: 250,
+            eval_batch: global_batch.clamp(1, 128),
         }
     }
 
