@@ -136,7 +136,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let flop_per_img = if args.forward_only { fwd } else { 3.0 * fwd };
     let gflops = ips * flop_per_img / 1e9;
     let (fpc, isa) = flops_per_cycle();
-    let mode = if args.forward_only { "forward" } else { "train_step" };
+    let mode = if args.forward_only {
+        "forward"
+    } else {
+        "train_step"
+    };
     println!(
         "pinet {mode}: cores={} batch={} steps={} min_step_ms={:.2} median_step_ms={:.2} mean_step_ms={:.2}",
         args.cores,
@@ -168,7 +172,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         for (a, p) in acc.iter().zip(model.last_profile()) {
             let (f, b) = (a[0], a[1]);
             let fl = p.forward_flops as f64 * args.batch as f64;
-            let gf = |flops: f64, s: f64| if flops > 0.0 && s > 0.0 { format!("{:.1}", flops / s / 1e9) } else { "-".into() };
+            let gf = |flops: f64, s: f64| {
+                if flops > 0.0 && s > 0.0 {
+                    format!("{:.1}", flops / s / 1e9)
+                } else {
+                    "-".into()
+                }
+            };
             println!(
                 "{:<12} {:>9.3} {:>9} {:>9.3} {:>9} {:>6.1}%",
                 p.name,

@@ -9,5 +9,6 @@
 //! LLVM vectorises it with the target's baseline SIMD (NEON `fmla` on
 //! aarch64, where fused multiply-add is always available).
 
+pub(crate) mod direct;
 pub(crate) mod gemm;
 pub(crate) mod microkernel;

@@ -6,7 +6,7 @@ use super::conv::{self, ConvGeom};
 use super::linear;
 use super::loss::{check_labels, softmax_xent, BatchStats};
 use super::pool::{self, PoolGeom};
-use super::scratch::Slots;
+use super::scratch::{ScratchSizes, Slots};
 use super::spec::{format_spec, parse_spec, LayerSpec};
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
@@ -637,16 +637,17 @@ impl Model {
             buf.tmp.resize(batch * tmax, 0.0);
             buf.batch = batch;
         }
-        let col = self
-            .ops
-            .iter()
-            .map(|op| match op.kind {
-                OpKind::Conv(g) => g.col_size(),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        buf.slots.ensure(pool.cores(), col);
+        let mut sz = ScratchSizes::default();
+        for op in &self.ops {
+            if let OpKind::Conv(g) = op.kind {
+                let s = g.scratch();
+                sz.col = sz.col.max(s.col);
+                sz.xpad = sz.xpad.max(s.xpad);
+                sz.apack = sz.apack.max(s.apack);
+                sz.offs = sz.offs.max(s.offs);
+            }
+        }
+        buf.slots.ensure(pool.cores(), sz);
         if input.as_slice().is_none() {
             buf.input.clear();
             buf.input.extend(input.iter().copied());
@@ -670,7 +671,7 @@ impl Model {
                     let xi = &x[i * op.in_size..(i + 1) * op.in_size];
                     let mut s = slots.lock(pool);
                     let s = &mut *s;
-                    conv::forward_image(&g, w, b, xi, yi, &mut s.col, &mut s.gemm, op.relu);
+                    conv::forward_image(&g, w, b, xi, yi, s, op.relu);
                 }),
                 OpKind::Linear { fin, fout } => linear::forward(
                     pool,
@@ -765,8 +766,7 @@ impl Model {
                                     pb,
                                     j == 0,
                                     dxj,
-                                    &mut s.col,
-                                    &mut s.gemm,
+                                    s,
                                 );
                             }
                         };
