@@ -785,26 +785,27 @@ impl Model {
                         }),
                     }
                     // Sum the chunk partials in chunk order (fixed for a batch
-                    // size); weight partials are [K, Cout], gradients [Cout, K].
-                    let parts = &buf.partials[..nchunks * plen];
+                    // size) into chunk 0, in parallel over element blocks, then
+                    // transpose the weight part [K, Cout] into [Cout, K].
+                    const BLOCK: usize = 4096;
+                    let (p0, rest) = buf.partials[..nchunks * plen].split_at_mut(plen);
+                    let rest = &*rest;
+                    pool.for_each_chunk_mut(p0, BLOCK, |bi, acc| {
+                        let e0 = bi * BLOCK;
+                        for c in 1..nchunks {
+                            let src = &rest[(c - 1) * plen + e0..(c - 1) * plen + e0 + acc.len()];
+                            acc.iter_mut().zip(src).for_each(|(a, s)| *a += s);
+                        }
+                    });
+                    let p0 = &*p0;
                     let (gw, gb) = self.grads[op.poff..op.poff + plen].split_at_mut(op.wlen);
                     let kdim = g.k();
                     pool.for_each_chunk_mut(gw, kdim, |co, row| {
                         for (kk, v) in row.iter_mut().enumerate() {
-                            let mut s = parts[kk * g.cout + co];
-                            for c in 1..nchunks {
-                                s += parts[c * plen + kk * g.cout + co];
-                            }
-                            *v = s;
+                            *v = p0[kk * g.cout + co];
                         }
                     });
-                    for (o, v) in gb.iter_mut().enumerate() {
-                        let mut s = parts[op.wlen + o];
-                        for c in 1..nchunks {
-                            s += parts[c * plen + op.wlen + o];
-                        }
-                        *v = s;
-                    }
+                    gb.copy_from_slice(&p0[op.wlen..plen]);
                 }
                 OpKind::Linear { fin, fout } => linear::backward(
                     pool,
