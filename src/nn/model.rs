@@ -213,6 +213,9 @@ pub struct OpProfile {
     pub backward_s: f64,
     /// Forward FLOPs per image (0 for pooling and ReLU).
     pub forward_flops: u64,
+    /// Backward FLOPs per image: 2x forward (weight and input gradients),
+    /// 1x for the first layer (no input gradient).
+    pub backward_flops: u64,
 }
 
 fn op_flops(op: &Op) -> u64 {
@@ -851,6 +854,16 @@ impl Model {
         self.ops.iter().map(op_flops).sum()
     }
 
+    /// Training-step FLOPs per image actually computed: forward, plus weight
+    /// and input gradients (no input gradient for the first layer). The
+    /// PyTorch reference script counts `3 x forward` instead.
+    pub fn train_flops(&self) -> u64 {
+        self.last_profile()
+            .iter()
+            .map(|p| p.forward_flops + p.backward_flops)
+            .sum()
+    }
+
     /// Per-op timings of the last [`train_step`](Self::train_step) (backward
     /// times are those of the last step that ran a backward pass). A ReLU
     /// fused into the layer before it shows as `conv2+relu`.
@@ -858,11 +871,17 @@ impl Model {
         self.ops
             .iter()
             .zip(&self.buf.times)
-            .map(|(op, t)| OpProfile {
+            .enumerate()
+            .map(|(k, (op, t))| OpProfile {
                 name: op.name.clone(),
                 forward_s: t[0],
                 backward_s: t[1],
                 forward_flops: op_flops(op),
+                backward_flops: if k == 0 {
+                    op_flops(op)
+                } else {
+                    2 * op_flops(op)
+                },
             })
             .collect()
     }
