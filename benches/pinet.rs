@@ -57,7 +57,7 @@ fn throughput(c: &mut Criterion) {
                             } else {
                                 model.train_step(&pool, x.view(), &y).unwrap();
                                 let (p, gr) = model.params_and_grads_mut();
-                                sgd.step(p, gr, cfg.lr).unwrap();
+                                sgd.step_in(&pool, p, gr, cfg.lr).unwrap();
                             }
                         })
                     },

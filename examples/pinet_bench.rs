@@ -170,7 +170,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             model.train_step(&pool, x.view(), &labels)?;
             let (p, g) = model.params_and_grads_mut();
-            sgd.step(p, g, cfg.lr)?;
+            sgd.step_in(&pool, p, g, cfg.lr)?;
         }
         Ok(())
     };

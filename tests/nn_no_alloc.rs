@@ -55,13 +55,13 @@ fn warm_training_step_does_not_allocate() {
         for _ in 0..2 {
             model.train_step(&pool, x.view(), &labels).unwrap();
             let (p, g) = model.params_and_grads_mut();
-            sgd.step(p, g, cfg.lr).unwrap();
+            sgd.step_in(&pool, p, g, cfg.lr).unwrap();
         }
         let before = ALLOCS.load(Ordering::Relaxed);
         for _ in 0..3 {
             model.train_step(&pool, x.view(), &labels).unwrap();
             let (p, g) = model.params_and_grads_mut();
-            sgd.step(p, g, cfg.lr).unwrap();
+            sgd.step_in(&pool, p, g, cfg.lr).unwrap();
         }
         let n = ALLOCS.load(Ordering::Relaxed) - before;
         assert_eq!(n, 0, "{n} allocations in 3 warm steps with {cores} cores");
