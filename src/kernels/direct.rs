@@ -192,45 +192,80 @@ mod tests {
     }
 }
 
+/// Strides of a weight-gradient tile's operands over `nimg` images.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DwDims {
+    /// Images reduced over.
+    pub nimg: usize,
+    /// `dy` floats between two output channels (`oh * ow`).
+    pub dys: usize,
+    /// `dy` floats between two images.
+    pub dy_img: usize,
+    /// Padded-input floats between two images.
+    pub x_img: usize,
+    /// Output rows.
+    pub oh: usize,
+    /// Output columns (a multiple of 8).
+    pub ow: usize,
+    /// Padded input row length (`>= ow + 2`).
+    pub wp: usize,
+}
+
 /// Weight-gradient tile of a stride-1 convolution with 3-wide kernels: for
-/// 4 output channels `i` and the 3 taps `kx` of one input row `(c, ky)`,
+/// 4 output channels `i` and the 3 taps `kx` of one input row (`xoff`),
+/// summed over `nimg` images `n`:
 ///
 /// ```text
-/// out[i*3 + kx] = sum_{oy < oh, ox < ow} dy[i*dys + oy*ow + ox] * xp[xoff + oy*wp + ox + kx]
+/// out[i*3 + kx] = sum_{n, oy < oh, ox < ow} dy[n*dy_img + i*dys + oy*ow + ox]
+///                                          * xp[n*x_img + xoff + oy*wp + ox + kx]
 /// ```
 ///
 /// vectorised over 8 pixels (`ow % 8 == 0`), lane sums added at the end in a
 /// fixed order.
-pub(crate) fn dw_tile_4x3(
-    dy: &[f32],
-    dys: usize,
-    xp: &[f32],
-    xoff: usize,
-    (oh, ow, wp): (usize, usize, usize),
-    out: &mut [f32; 12],
-) {
+pub(crate) fn dw_tile_4x3(dy: &[f32], xp: &[f32], xoff: usize, d: DwDims, out: &mut [f32; 12]) {
     assert!(
-        ow % 8 == 0 && oh > 0 && ow > 0,
+        d.ow % 8 == 0 && d.oh > 0 && d.ow > 0 && d.nimg > 0,
         "dw_tile_4x3 needs ow % 8 == 0"
     );
-    assert!(3 * dys + (oh - 1) * ow + ow <= dy.len(), "dy too short");
+    let last = d.nimg - 1;
     assert!(
-        xoff + (oh - 1) * wp + ow + 2 <= xp.len() && wp >= ow + 2,
+        last * d.dy_img + 3 * d.dys + d.oh * d.ow <= dy.len(),
+        "dy too short"
+    );
+    assert!(
+        last * d.x_img + xoff + (d.oh - 1) * d.wp + d.ow + 2 <= xp.len() && d.wp >= d.ow + 2,
         "input too short"
     );
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = super::microkernel::Avx2Fma::detect() {
-        return x86_dw::dw_4x3(k, dy, dys, xp, xoff, (oh, ow, wp), out);
+        return x86_dw::dw_4x3(k, dy, xp, xoff, d, out);
     }
+    dw_portable(dy, &xp[xoff..], d, out)
+}
+
+fn dw_portable(dy: &[f32], xb: &[f32], d: DwDims, out: &mut [f32; 12]) {
     let mut acc = [[[0f32; 8]; 3]; 4];
-    for oy in 0..oh {
-        for ox in (0..ow).step_by(8) {
-            for (i, ai) in acc.iter_mut().enumerate() {
-                let d = &dy[i * dys + oy * ow + ox..][..8];
-                for (kx, a) in ai.iter_mut().enumerate() {
-                    let x = &xp[xoff + oy * wp + ox + kx..][..8];
-                    for l in 0..8 {
-                        a[l] += d[l] * x[l];
+    let DwDims {
+        oh, ow, wp, dys, ..
+    } = d;
+    for n in 0..d.nimg {
+        let (dy, xb) = (&dy[n * d.dy_img..], &xb[n * d.x_img..]);
+        for oy in 0..oh {
+            for ox in (0..ow).step_by(8) {
+                for (i, ai) in acc.iter_mut().enumerate() {
+                    let dv = &dy[i * dys + oy * ow + ox..][..8];
+                    for (kx, a) in ai.iter_mut().enumerate() {
+                        let x = &xb[oy * wp + ox + kx..][..8];
+                        for l in 0..8 {
+                            #[cfg(target_arch = "aarch64")]
+                            {
+                                a[l] = dv[l].mul_add(x[l], a[l]);
+                            }
+                            #[cfg(not(target_arch = "aarch64"))]
+                            {
+                                a[l] += dv[l] * x[l];
+                            }
+                        }
                     }
                 }
             }
@@ -254,7 +289,7 @@ fn hsum8(v: &[f32; 8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86_dw {
-    use super::hsum8;
+    use super::{hsum8, DwDims};
     use crate::kernels::microkernel::Avx2Fma;
     use std::arch::x86_64::*;
 
@@ -262,46 +297,46 @@ mod x86_dw {
     pub(crate) fn dw_4x3(
         _k: Avx2Fma,
         dy: &[f32],
-        dys: usize,
         xp: &[f32],
         xoff: usize,
-        dims: (usize, usize, usize),
+        d: DwDims,
         out: &mut [f32; 12],
     ) {
         let mut lanes = [[0f32; 8]; 12];
         // SAFETY: AVX2+FMA detected. The caller checked that every read,
-        // dy[i*dys + oy*ow + ox .. +8] for i < 4 and xp[xoff + oy*wp + ox + kx
-        // .. +8] for kx < 3, lies inside the slices (ow % 8 == 0); writes go
-        // to the local `lanes`.
-        unsafe { dw_avx2(dy.as_ptr(), dys, xp.as_ptr().add(xoff), dims, &mut lanes) };
+        // dy[n*dy_img + i*dys + oy*ow + ox .. +8] for i < 4 and
+        // xp[n*x_img + xoff + oy*wp + ox + kx .. +8] for kx < 3, n < nimg,
+        // lies inside the slices (ow % 8 == 0); writes go to `lanes`.
+        unsafe { dw_avx2(dy.as_ptr(), xp.as_ptr().add(xoff), d, &mut lanes) };
         for (o, l) in out.iter_mut().zip(&lanes) {
             *o = hsum8(l);
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dw_avx2(
-        dy: *const f32,
-        dys: usize,
-        xb: *const f32,
-        (oh, ow, wp): (usize, usize, usize),
-        lanes: &mut [[f32; 8]; 12],
-    ) {
+    unsafe fn dw_avx2(dy0: *const f32, xb0: *const f32, d: DwDims, lanes: &mut [[f32; 8]; 12]) {
+        let DwDims {
+            oh, ow, wp, dys, ..
+        } = d;
         let mut acc = [_mm256_setzero_ps(); 12];
-        for oy in 0..oh {
-            for ox in (0..ow).step_by(8) {
-                // SAFETY: in bounds by the caller's checks (see dw_4x3).
-                unsafe {
-                    let x = xb.add(oy * wp + ox);
-                    let x0 = _mm256_loadu_ps(x);
-                    let x1 = _mm256_loadu_ps(x.add(1));
-                    let x2 = _mm256_loadu_ps(x.add(2));
-                    let d = dy.add(oy * ow + ox);
-                    for i in 0..4 {
-                        let di = _mm256_loadu_ps(d.add(i * dys));
-                        acc[i * 3] = _mm256_fmadd_ps(di, x0, acc[i * 3]);
-                        acc[i * 3 + 1] = _mm256_fmadd_ps(di, x1, acc[i * 3 + 1]);
-                        acc[i * 3 + 2] = _mm256_fmadd_ps(di, x2, acc[i * 3 + 2]);
+        for n in 0..d.nimg {
+            // SAFETY: n < nimg; see dw_4x3.
+            let (dy, xb) = unsafe { (dy0.add(n * d.dy_img), xb0.add(n * d.x_img)) };
+            for oy in 0..oh {
+                for ox in (0..ow).step_by(8) {
+                    // SAFETY: in bounds by the caller's checks (see dw_4x3).
+                    unsafe {
+                        let x = xb.add(oy * wp + ox);
+                        let x0 = _mm256_loadu_ps(x);
+                        let x1 = _mm256_loadu_ps(x.add(1));
+                        let x2 = _mm256_loadu_ps(x.add(2));
+                        let d = dy.add(oy * ow + ox);
+                        for i in 0..4 {
+                            let di = _mm256_loadu_ps(d.add(i * dys));
+                            acc[i * 3] = _mm256_fmadd_ps(di, x0, acc[i * 3]);
+                            acc[i * 3 + 1] = _mm256_fmadd_ps(di, x1, acc[i * 3 + 1]);
+                            acc[i * 3 + 2] = _mm256_fmadd_ps(di, x2, acc[i * 3 + 2]);
+                        }
                     }
                 }
             }
@@ -321,19 +356,35 @@ mod dw_tests {
     fn dw_tile_matches_definition() {
         let (oh, ow, wp) = (3usize, 16usize, 19usize);
         let dys = oh * ow + 5;
-        let dy: Vec<f32> = (0..4 * dys).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let xp: Vec<f32> = (0..(oh + 1) * wp + 8)
+        let d = DwDims {
+            nimg: 2,
+            dys,
+            dy_img: 4 * dys + 1,
+            x_img: (oh + 1) * wp + 3,
+            oh,
+            ow,
+            wp,
+        };
+        let dy: Vec<f32> = (0..2 * d.dy_img)
+            .map(|i| ((i * 7) % 13) as f32 - 6.0)
+            .collect();
+        let xp: Vec<f32> = (0..2 * d.x_img + 8)
             .map(|i| ((i * 5) % 9) as f32 * 0.5)
             .collect();
         let mut out = [0f32; 12];
-        dw_tile_4x3(&dy, dys, &xp, 3, (oh, ow, wp), &mut out);
+        let mut por = [0f32; 12];
+        dw_tile_4x3(&dy, &xp, 3, d, &mut out);
+        dw_portable(&dy, &xp[3..], d, &mut por);
         for i in 0..4 {
             for kx in 0..3 {
+                assert!((por[i * 3 + kx] - out[i * 3 + kx]).abs() < 1e-3);
                 let mut want = 0f64;
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        want +=
-                            dy[i * dys + oy * ow + ox] as f64 * xp[3 + oy * wp + ox + kx] as f64;
+                for n in 0..2 {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            want += dy[n * d.dy_img + i * dys + oy * ow + ox] as f64
+                                * xp[n * d.x_img + 3 + oy * wp + ox + kx] as f64;
+                        }
                     }
                 }
                 assert!((out[i * 3 + kx] as f64 - want).abs() < 1e-3, "{i} {kx}");

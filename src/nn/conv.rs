@@ -84,8 +84,13 @@ impl ConvGeom {
     pub fn direct_dw(&self) -> bool {
         self.stride == 1 && self.kw == 3 && self.ow % 8 == 0 && self.cout % 4 == 0
     }
-    /// Scratch this layer needs per thread.
-    pub fn scratch(&self) -> ScratchSizes {
+    /// Floats of one zero-padded input image (plus slack for the last tile).
+    pub fn pad_len(&self) -> usize {
+        self.cin * (self.h + 2 * self.pad) * (self.w + 2 * self.pad) + NP
+    }
+    /// Scratch this layer needs per thread, for backward chunks of up to
+    /// `chunk` images.
+    pub fn scratch(&self, chunk: usize) -> ScratchSizes {
         let (hp, wp) = (self.h + 2 * self.pad, self.w + 2 * self.pad);
         let mut s = ScratchSizes {
             col: self.col_size(),
@@ -93,6 +98,7 @@ impl ConvGeom {
         };
         if self.direct_forward() {
             s.xpad = self.cin * hp * wp + NP;
+            debug_assert_eq!(s.xpad, self.pad_len());
             s.apack = (self.cout + 3) * self.k();
             s.offs = self.k();
         }
@@ -102,6 +108,9 @@ impl ConvGeom {
             s.xpad = s.xpad.max(self.cout * hq * wq + NP);
             s.apack = s.apack.max((self.cin + 3) * self.cout * self.kh * self.kw);
             s.offs = s.offs.max(self.cout * self.kh * self.kw);
+        }
+        if self.direct_dw() {
+            s.xpad = s.xpad.max(chunk * self.pad_len());
         }
         s
     }
@@ -279,35 +288,51 @@ pub(crate) fn forward_image_direct(
     );
 }
 
-/// Weight gradient (transposed, `dwt[K, Cout]`) of one image straight from
-/// the zero-padded image (needs `direct_dw`): 4 output channels x the 3 taps
-/// of one input row per tile, reduced over all pixels.
+/// Weight gradient (transposed, `dwt[K, Cout]`, assigned) of `n` images
+/// straight from the zero-padded images (needs `direct_dw`): 4 output
+/// channels x the 3 taps of one input row per tile, reduced over all pixels
+/// of all `n` images (so the tile overhead is paid once per chunk).
 fn backward_dw_direct(
     g: &ConvGeom,
-    x: &[f32],
-    dy: &[f32],
+    xs: &[f32],
+    dys: &[f32],
+    n: usize,
     dwt: &mut [f32],
-    first: bool,
     s: &mut Scratch,
 ) {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-    pad_into(x, (g.cin, g.h, g.w), (g.pad, g.pad), &mut s.xpad);
+    let plen = g.pad_len();
+    let ins = g.cin * g.h * g.w;
+    for j in 0..n {
+        pad_into(
+            &xs[j * ins..(j + 1) * ins],
+            (g.cin, g.h, g.w),
+            (g.pad, g.pad),
+            &mut s.xpad[j * plen..(j + 1) * plen],
+        );
+    }
     let p = g.p();
+    let d = direct::DwDims {
+        nimg: n,
+        dys: p,
+        dy_img: g.cout * p,
+        x_img: plen,
+        oh: g.oh,
+        ow: g.ow,
+        wp,
+    };
     let mut t = [0f32; 12];
-    for c in 0..g.cin {
-        for ky in 0..g.kh {
-            let xoff = (c * hp + ky) * wp;
-            let k0 = (c * g.kh + ky) * 3;
-            for co in (0..g.cout).step_by(4) {
-                direct::dw_tile_4x3(&dy[co * p..], p, &s.xpad, xoff, (g.oh, g.ow, wp), &mut t);
+    // Channel panels outermost: the panel's dy (4 channels x n images) stays
+    // in L1 while the padded images stream past it once per panel.
+    for co in (0..g.cout).step_by(4) {
+        for c in 0..g.cin {
+            for ky in 0..g.kh {
+                let xoff = (c * hp + ky) * wp;
+                let k0 = (c * g.kh + ky) * 3;
+                direct::dw_tile_4x3(&dys[co * p..], &s.xpad[..n * plen], xoff, d, &mut t);
                 for i in 0..4 {
                     for kx in 0..3 {
-                        let d = &mut dwt[(k0 + kx) * g.cout + co + i];
-                        *d = if first {
-                            t[i * 3 + kx]
-                        } else {
-                            *d + t[i * 3 + kx]
-                        };
+                        dwt[(k0 + kx) * g.cout + co + i] = t[i * 3 + kx];
                     }
                 }
             }
@@ -530,59 +555,72 @@ pub(crate) fn forward_image(
     }
 }
 
-/// Backward for one image. Adds this image's weight gradient, TRANSPOSED
-/// (`dwt[K, Cout]`, so that the GEMM packs the 4 KiB-strided column matrix
-/// along its rows), and bias gradient to `dwt`/`db` (or assigns them when
-/// `first`), and writes the input gradient into `dx` when given. `dy` must
-/// already be masked by a fused ReLU.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_image(
+/// Weight and bias gradients of a chunk of `n` images (`xs`, `dys`
+/// concatenated), ASSIGNED to `dwt` (TRANSPOSED, `[K, Cout]`, so that the
+/// GEMM path packs the column matrix along its rows) and `db`, summed over
+/// the chunk in a fixed order. `dys` must already be masked by a fused ReLU.
+pub(crate) fn backward_weights_chunk(
     g: &ConvGeom,
-    w: &[f32],
-    x: &[f32],
-    dy: &[f32],
+    xs: &[f32],
+    dys: &[f32],
+    n: usize,
     dwt: &mut [f32],
     db: &mut [f32],
-    first: bool,
-    dx: Option<&mut [f32]>,
+    s: &mut Scratch,
+) {
+    let (k, p) = (g.k(), g.p());
+    let (ins, outs) = (g.cin * g.h * g.w, g.cout * p);
+    if g.direct_dw() {
+        backward_dw_direct(g, xs, dys, n, dwt, s);
+    } else {
+        // dW^T[K, Cout] += col[K, P] · dy^T[P, Cout], col packed from the image.
+        for j in 0..n {
+            let x = &xs[j * ins..(j + 1) * ins];
+            let dym = MatRef::row_major(&dys[j * outs..(j + 1) * outs], g.cout, p);
+            if g.is_pointwise() {
+                gemm(
+                    &mut s.gemm,
+                    MatRef::row_major(x, k, p),
+                    dym.t(),
+                    dwt,
+                    g.cout,
+                    j > 0,
+                );
+            } else {
+                gemm(&mut s.gemm, Im2col { g, x }, dym.t(), dwt, g.cout, j > 0);
+            }
+        }
+    }
+    for j in 0..n {
+        for (d, row) in db
+            .iter_mut()
+            .zip(dys[j * outs..(j + 1) * outs].chunks_exact(p))
+        {
+            let s: f32 = row.iter().sum();
+            *d = if j == 0 { s } else { *d + s };
+        }
+    }
+}
+
+/// Input gradient of one image: a direct convolution with the flipped
+/// kernel for stride 1, else `dcol = W^T · dy` and col2im.
+pub(crate) fn backward_input_image(
+    g: &ConvGeom,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
     s: &mut Scratch,
 ) {
     let (k, p) = (g.k(), g.p());
     let dym = MatRef::row_major(dy, g.cout, p);
-    // dW^T[K, Cout] = col[K, P] · dy^T[P, Cout], col packed from the image
-    // (or, for 3-wide stride-1 kernels, straight from the padded image).
-    if g.direct_dw() {
-        backward_dw_direct(g, x, dy, dwt, first, s);
+    let wt = MatRef::row_major(w, g.cout, k).t();
+    if g.direct_dx() {
+        backward_dx_direct(g, w, dy, dx, s);
     } else if g.is_pointwise() {
-        gemm(
-            &mut s.gemm,
-            MatRef::row_major(x, k, p),
-            dym.t(),
-            dwt,
-            g.cout,
-            !first,
-        );
+        gemm(&mut s.gemm, wt, dym, dx, p, false);
     } else {
-        gemm(&mut s.gemm, Im2col { g, x }, dym.t(), dwt, g.cout, !first);
-    }
-    for (d, row) in db.iter_mut().zip(dy.chunks_exact(p)) {
-        let s: f32 = row.iter().sum();
-        if first {
-            *d = s;
-        } else {
-            *d += s;
-        }
-    }
-    if let Some(dx) = dx {
-        let wt = MatRef::row_major(w, g.cout, k).t();
-        if g.direct_dx() {
-            backward_dx_direct(g, w, dy, dx, s);
-        } else if g.is_pointwise() {
-            gemm(&mut s.gemm, wt, dym, dx, p, false);
-        } else {
-            gemm(&mut s.gemm, wt, dym, &mut s.col, p, false);
-            col2im(g, &s.col, dx);
-        }
+        gemm(&mut s.gemm, wt, dym, &mut s.col, p, false);
+        col2im(g, &s.col, dx);
     }
 }
 
@@ -703,7 +741,7 @@ mod speed {
             let mut y = vec![0f32; cout * g.p()];
             let mut col = vec![0f32; g.col_size()];
             let mut sc = Scratch::default();
-            let sz = g.scratch();
+            let sz = g.scratch(1);
             sc.col.resize(sz.col, 0.0);
             sc.xpad.resize(sz.xpad, 0.0);
             sc.apack.resize(sz.apack, 0.0);
@@ -714,20 +752,10 @@ mod speed {
             let mut dx = vec![0f32; g.in_size()];
             let t_im2col = best(|| im2col(&g, &x, &mut col));
             let t_fwd = best(|| forward_image(&g, &w, &b, &x, &mut y, &mut sc, true));
-            let t_dw =
-                best(|| backward_image(&g, &w, &x, &dy, &mut dwt, &mut db, true, None, &mut sc));
+            let t_dw = best(|| backward_weights_chunk(&g, &x, &dy, 1, &mut dwt, &mut db, &mut sc));
             let t_bwd = best(|| {
-                backward_image(
-                    &g,
-                    &w,
-                    &x,
-                    &dy,
-                    &mut dwt,
-                    &mut db,
-                    true,
-                    Some(&mut dx),
-                    &mut sc,
-                )
+                backward_weights_chunk(&g, &x, &dy, 1, &mut dwt, &mut db, &mut sc);
+                backward_input_image(&g, &w, &dy, &mut dx, &mut sc)
             });
             let t_col2im = best(|| col2im(&g, &col, &mut dx));
             let fl = 2.0 * (cout * g.k() * g.p()) as f64;

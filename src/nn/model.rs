@@ -301,6 +301,9 @@ impl Model {
                             ),
                         ));
                     }
+                    if c * (h + 2 * padding + 1) * (w + 2 * padding + 1) > u32::MAX as usize / 2 {
+                        return Err(Error::shape(lname, "input too large (offsets are 32-bit)"));
+                    }
                     let g = ConvGeom {
                         cin: c,
                         h,
@@ -641,9 +644,10 @@ impl Model {
             buf.batch = batch;
         }
         let mut sz = ScratchSizes::default();
+        let chunk = chunk_images(buf.batch.max(batch));
         for op in &self.ops {
             if let OpKind::Conv(g) = op.kind {
-                let s = g.scratch();
+                let s = g.scratch(chunk);
                 sz.col = sz.col.max(s.col);
                 sz.xpad = sz.xpad.max(s.xpad);
                 sz.apack = sz.apack.max(s.apack);
@@ -752,25 +756,23 @@ impl Model {
                             let mut s = slots.lock(pool);
                             let s = &mut *s;
                             let (pw, pb) = pt.split_at_mut(op.wlen);
-                            let mut dx = dx;
-                            for j in 0..dy.len() / outs {
-                                let i = c * per + j;
-                                let dyj = &mut dy[j * outs..(j + 1) * outs];
-                                if relu {
-                                    relu_mask(dyj, &y[i * outs..(i + 1) * outs]);
+                            let n = dy.len() / outs;
+                            let i0 = c * per;
+                            if relu {
+                                relu_mask(dy, &y[i0 * outs..(i0 + n) * outs]);
+                            }
+                            let xs = &x[i0 * ins..(i0 + n) * ins];
+                            conv::backward_weights_chunk(&g, xs, dy, n, pw, pb, s);
+                            if let Some(dx) = dx {
+                                for j in 0..n {
+                                    conv::backward_input_image(
+                                        &g,
+                                        w,
+                                        &dy[j * outs..(j + 1) * outs],
+                                        &mut dx[j * ins..(j + 1) * ins],
+                                        s,
+                                    );
                                 }
-                                let dxj = dx.as_deref_mut().map(|d| &mut d[j * ins..(j + 1) * ins]);
-                                conv::backward_image(
-                                    &g,
-                                    w,
-                                    &x[i * ins..(i + 1) * ins],
-                                    dyj,
-                                    pw,
-                                    pb,
-                                    j == 0,
-                                    dxj,
-                                    s,
-                                );
                             }
                         };
                     match dx {
