@@ -596,10 +596,30 @@ pub(crate) fn backward_weights_chunk(
             .iter_mut()
             .zip(dys[j * outs..(j + 1) * outs].chunks_exact(p))
         {
-            let s: f32 = row.iter().sum();
+            let s = sum8(row);
             *d = if j == 0 { s } else { *d + s };
         }
     }
+}
+
+/// Sum in 8 interleaved lanes, then the lanes pairwise: a fixed order that
+/// vectorises (a plain `iter().sum()` is one dependent add per element).
+fn sum8(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l];
+        }
+    }
+    let a = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (a[0] + a[2]) + (a[1] + a[3]) + tail
 }
 
 /// Input gradient of one image: a direct convolution with the flipped
