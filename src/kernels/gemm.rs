@@ -73,6 +73,37 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// A matrix that can pack its own micro-panels: a strided [`MatRef`], or a
+/// matrix that is never materialised (the im2col matrix of a convolution,
+/// generated straight into the panels).
+pub(crate) trait PackA {
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Number of columns.
+    fn cols(&self) -> usize;
+    /// `dst[p*kc*w + k*w + i] = self(r0 + p*w + i, k0 + k)` for the panels
+    /// covering rows `r0..r0+rn` (`rn <= MAX_PACK_ROWS`), rows past `rn` zero.
+    fn pack(&self, dst: &mut [f32], r0: usize, rn: usize, k0: usize, kc: usize, w: usize);
+}
+
+/// The most rows [`PackA::pack`] is asked for at once (`MC`).
+pub(crate) const MAX_PACK_ROWS: usize = 8 * MC_PANELS;
+
+/// The most columns [`PackA::pack`] is asked for at once (`KC`).
+pub(crate) const MAX_PACK_COLS: usize = KC_MAX;
+
+impl PackA for MatRef<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn pack(&self, dst: &mut [f32], r0: usize, rn: usize, k0: usize, kc: usize, w: usize) {
+        pack(dst, *self, r0, rn, k0, kc, w)
+    }
+}
+
 /// Packing buffers for [`gemm`]; grow on first use, then reused.
 #[derive(Debug, Default)]
 pub(crate) struct GemmWorkspace {
@@ -100,14 +131,14 @@ fn detect() -> Isa {
 /// `ldc`: `c[i * ldc + j]` for `i < a.rows`, `j < b.cols`.
 pub(crate) fn gemm(
     ws: &mut GemmWorkspace,
-    a: MatRef<'_>,
+    a: impl PackA,
     b: MatRef<'_>,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
 ) {
-    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
-    let (m, n) = (a.rows, b.cols);
+    assert_eq!(a.cols(), b.rows, "gemm: inner dimensions differ");
+    let (m, n) = (a.rows(), b.cols);
     if m == 0 || n == 0 {
         return;
     }
@@ -117,8 +148,35 @@ pub(crate) fn gemm(
     );
     match detect() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, c, ldc, accumulate),
-        Isa::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate),
+        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, false),
+        Isa::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate, false),
+    }
+}
+
+/// Like [`gemm`] but stores the product transposed: `C = A·B` goes to
+/// `ct[j * ldct + i]` (so `ct` holds `(A·B)^T` row-major). Lets a GEMM with a
+/// long `M` and a short `N` write a short-by-long result directly.
+pub(crate) fn gemm_ct(
+    ws: &mut GemmWorkspace,
+    a: impl PackA,
+    b: MatRef<'_>,
+    ct: &mut [f32],
+    ldct: usize,
+    accumulate: bool,
+) {
+    assert_eq!(a.cols(), b.rows, "gemm: inner dimensions differ");
+    let (m, n) = (a.rows(), b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        ldct >= m && (n - 1) * ldct + m <= ct.len(),
+        "gemm: C too small"
+    );
+    match detect() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, ct, ldct, accumulate, true),
+        Isa::Portable => gemm_with(Portable, ws, a, b, ct, ldct, accumulate, true),
     }
 }
 
@@ -132,7 +190,7 @@ pub(crate) fn gemm_portable(
     ldc: usize,
     accumulate: bool,
 ) {
-    gemm_with(Portable, ws, a, b, c, ldc, accumulate)
+    gemm_with(Portable, ws, a, b, c, ldc, accumulate, false)
 }
 
 /// The K block for a given K: blocks of at most `KC` (and at least half of
@@ -143,21 +201,24 @@ fn k_block(kk: usize) -> usize {
 }
 
 #[inline(always)]
-fn gemm_with<K: Kernel>(
+#[allow(clippy::too_many_arguments)]
+fn gemm_with<K: Kernel, A: PackA>(
     kern: K,
     ws: &mut GemmWorkspace,
-    a: MatRef<'_>,
+    a: A,
     b: MatRef<'_>,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+    trans_c: bool,
 ) {
-    let (m, kk, n) = (a.rows, a.cols, b.cols);
+    let (m, kk, n) = (a.rows(), a.cols(), b.cols);
     let (mr, nr) = (K::MR, K::NR);
     if kk == 0 {
         if !accumulate {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(0.0);
+            let (rows, cols) = if trans_c { (n, m) } else { (m, n) };
+            for i in 0..rows {
+                c[i * ldc..i * ldc + cols].fill(0.0);
             }
         }
         return;
@@ -182,7 +243,7 @@ fn gemm_with<K: Kernel>(
             pack(&mut ws.b, b.t(), jc, nc, pc, kc, nr);
             for ic in (0..m).step_by(mc_max) {
                 let mc = mc_max.min(m - ic);
-                pack(&mut ws.a, a, ic, mc, pc, kc, mr);
+                a.pack(&mut ws.a, ic, mc, pc, kc, mr);
                 for jr in (0..nc).step_by(nr) {
                     let nr_eff = nr.min(nc - jr);
                     let bp = &ws.b[(jr / nr) * kc * nr..][..kc * nr];
@@ -190,10 +251,17 @@ fn gemm_with<K: Kernel>(
                         let mr_eff = mr.min(mc - ir);
                         let ap = &ws.a[(ir / mr) * kc * mr..][..kc * mr];
                         kern.tile(kc, ap, bp, &mut tile);
-                        for i in 0..mr_eff {
-                            let row0 = (ic + ir + i) * ldc + jc + jr;
-                            let t = &tile[i * nr..i * nr + nr_eff];
-                            store_row(&mut c[row0..row0 + nr_eff], t, add);
+                        if trans_c {
+                            for j in 0..nr_eff {
+                                let col0 = (jc + jr + j) * ldc + ic + ir;
+                                store_col(&mut c[col0..col0 + mr_eff], &tile, j, nr, add);
+                            }
+                        } else {
+                            for i in 0..mr_eff {
+                                let row0 = (ic + ir + i) * ldc + jc + jr;
+                                let t = &tile[i * nr..i * nr + nr_eff];
+                                store_row(&mut c[row0..row0 + nr_eff], t, add);
+                            }
                         }
                     }
                 }
@@ -224,6 +292,20 @@ fn store_row(c: &mut [f32], t: &[f32], add: bool) {
             } else {
                 c.copy_from_slice(t);
             }
+        }
+    }
+}
+
+/// `c[i] = tile[i*nr + j]` (or `+=`) for the rows of one tile column.
+#[inline(always)]
+fn store_col(c: &mut [f32], tile: &[f32; MAX_TILE], j: usize, nr: usize, add: bool) {
+    if add {
+        for (i, v) in c.iter_mut().enumerate() {
+            *v += tile[i * nr + j];
+        }
+    } else {
+        for (i, v) in c.iter_mut().enumerate() {
+            *v = tile[i * nr + j];
         }
     }
 }
@@ -347,6 +429,15 @@ mod tests {
                         gemm_portable(&mut ws, a, b, &mut c, ldc, accumulate);
                     } else {
                         gemm(&mut ws, a, b, &mut c, ldc, accumulate);
+                        // The transposed store gives the transpose, bit for bit.
+                        let ldt = m + 2;
+                        let mut ct = vec![init; n * ldt];
+                        gemm_ct(&mut ws, a, b, &mut ct, ldt, accumulate);
+                        for i in 0..m {
+                            for j in 0..n {
+                                assert_eq!(ct[j * ldt + i].to_bits(), c[i * ldc + j].to_bits());
+                            }
+                        }
                     }
                     for i in 0..m {
                         for j in 0..n {

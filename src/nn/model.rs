@@ -6,7 +6,7 @@ use super::conv::{self, ConvGeom};
 use super::linear;
 use super::loss::{check_labels, softmax_xent, BatchStats};
 use super::pool::{self, PoolGeom};
-use super::scratch::Slots;
+use super::scratch::{ScratchSizes, Slots};
 use super::spec::{format_spec, parse_spec, LayerSpec};
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
@@ -213,6 +213,9 @@ pub struct OpProfile {
     pub backward_s: f64,
     /// Forward FLOPs per image (0 for pooling and ReLU).
     pub forward_flops: u64,
+    /// Backward FLOPs per image: 2x forward (weight and input gradients),
+    /// 1x for the first layer (no input gradient).
+    pub backward_flops: u64,
 }
 
 fn op_flops(op: &Op) -> u64 {
@@ -297,6 +300,9 @@ impl Model {
                                 w + 2 * padding
                             ),
                         ));
+                    }
+                    if c * (h + 2 * padding + 1) * (w + 2 * padding + 1) > u32::MAX as usize / 2 {
+                        return Err(Error::shape(lname, "input too large (offsets are 32-bit)"));
                     }
                     let g = ConvGeom {
                         cin: c,
@@ -642,16 +648,18 @@ impl Model {
             buf.tmp.resize(batch * tmax, 0.0);
             buf.batch = batch;
         }
-        let col = self
-            .ops
-            .iter()
-            .map(|op| match op.kind {
-                OpKind::Conv(g) => g.col_size(),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        buf.slots.ensure(pool.cores(), col);
+        let mut sz = ScratchSizes::default();
+        let chunk = chunk_images(buf.batch.max(batch));
+        for op in &self.ops {
+            if let OpKind::Conv(g) = op.kind {
+                let s = g.scratch(chunk);
+                sz.col = sz.col.max(s.col);
+                sz.xpad = sz.xpad.max(s.xpad);
+                sz.apack = sz.apack.max(s.apack);
+                sz.offs = sz.offs.max(s.offs);
+            }
+        }
+        buf.slots.ensure(pool.cores(), sz);
         if input.as_slice().is_none() {
             buf.input.clear();
             buf.input.extend(input.iter().copied());
@@ -675,7 +683,7 @@ impl Model {
                     let xi = &x[i * op.in_size..(i + 1) * op.in_size];
                     let mut s = slots.lock(pool);
                     let s = &mut *s;
-                    conv::forward_image(&g, w, b, xi, yi, &mut s.col, &mut s.gemm, op.relu);
+                    conv::forward_image(&g, w, b, xi, yi, s, op.relu);
                 }),
                 OpKind::Linear { fin, fout } => linear::forward(
                     pool,
@@ -753,26 +761,23 @@ impl Model {
                             let mut s = slots.lock(pool);
                             let s = &mut *s;
                             let (pw, pb) = pt.split_at_mut(op.wlen);
-                            let mut dx = dx;
-                            for j in 0..dy.len() / outs {
-                                let i = c * per + j;
-                                let dyj = &mut dy[j * outs..(j + 1) * outs];
-                                if relu {
-                                    relu_mask(dyj, &y[i * outs..(i + 1) * outs]);
+                            let n = dy.len() / outs;
+                            let i0 = c * per;
+                            if relu {
+                                relu_mask(dy, &y[i0 * outs..(i0 + n) * outs]);
+                            }
+                            let xs = &x[i0 * ins..(i0 + n) * ins];
+                            conv::backward_weights_chunk(&g, xs, dy, n, pw, pb, s);
+                            if let Some(dx) = dx {
+                                for j in 0..n {
+                                    conv::backward_input_image(
+                                        &g,
+                                        w,
+                                        &dy[j * outs..(j + 1) * outs],
+                                        &mut dx[j * ins..(j + 1) * ins],
+                                        s,
+                                    );
                                 }
-                                let dxj = dx.as_deref_mut().map(|d| &mut d[j * ins..(j + 1) * ins]);
-                                conv::backward_image(
-                                    &g,
-                                    w,
-                                    &x[i * ins..(i + 1) * ins],
-                                    dyj,
-                                    pw,
-                                    pb,
-                                    j == 0,
-                                    dxj,
-                                    &mut s.col,
-                                    &mut s.gemm,
-                                );
                             }
                         };
                     match dx {
@@ -790,26 +795,27 @@ impl Model {
                         }),
                     }
                     // Sum the chunk partials in chunk order (fixed for a batch
-                    // size); weight partials are [K, Cout], gradients [Cout, K].
-                    let parts = &buf.partials[..nchunks * plen];
+                    // size) into chunk 0, in parallel over element blocks, then
+                    // transpose the weight part [K, Cout] into [Cout, K].
+                    const BLOCK: usize = 4096;
+                    let (p0, rest) = buf.partials[..nchunks * plen].split_at_mut(plen);
+                    let rest = &*rest;
+                    pool.for_each_chunk_mut(p0, BLOCK, |bi, acc| {
+                        let e0 = bi * BLOCK;
+                        for c in 1..nchunks {
+                            let src = &rest[(c - 1) * plen + e0..(c - 1) * plen + e0 + acc.len()];
+                            acc.iter_mut().zip(src).for_each(|(a, s)| *a += s);
+                        }
+                    });
+                    let p0 = &*p0;
                     let (gw, gb) = self.grads[op.poff..op.poff + plen].split_at_mut(op.wlen);
                     let kdim = g.k();
                     pool.for_each_chunk_mut(gw, kdim, |co, row| {
                         for (kk, v) in row.iter_mut().enumerate() {
-                            let mut s = parts[kk * g.cout + co];
-                            for c in 1..nchunks {
-                                s += parts[c * plen + kk * g.cout + co];
-                            }
-                            *v = s;
+                            *v = p0[kk * g.cout + co];
                         }
                     });
-                    for (o, v) in gb.iter_mut().enumerate() {
-                        let mut s = parts[op.wlen + o];
-                        for c in 1..nchunks {
-                            s += parts[c * plen + op.wlen + o];
-                        }
-                        *v = s;
-                    }
+                    gb.copy_from_slice(&p0[op.wlen..plen]);
                 }
                 OpKind::Linear { fin, fout } => linear::backward(
                     pool,
@@ -855,6 +861,16 @@ impl Model {
         self.ops.iter().map(op_flops).sum()
     }
 
+    /// Training-step FLOPs per image actually computed: forward, plus weight
+    /// and input gradients (no input gradient for the first layer). The
+    /// PyTorch reference script counts `3 x forward` instead.
+    pub fn train_flops(&self) -> u64 {
+        self.last_profile()
+            .iter()
+            .map(|p| p.forward_flops + p.backward_flops)
+            .sum()
+    }
+
     /// Per-op timings of the last [`train_step`](Self::train_step) (backward
     /// times are those of the last step that ran a backward pass). A ReLU
     /// fused into the layer before it shows as `conv2+relu`.
@@ -862,11 +878,17 @@ impl Model {
         self.ops
             .iter()
             .zip(&self.buf.times)
-            .map(|(op, t)| OpProfile {
+            .enumerate()
+            .map(|(k, (op, t))| OpProfile {
                 name: op.name.clone(),
                 forward_s: t[0],
                 backward_s: t[1],
                 forward_flops: op_flops(op),
+                backward_flops: if k == 0 {
+                    op_flops(op)
+                } else {
+                    2 * op_flops(op)
+                },
             })
             .collect()
     }

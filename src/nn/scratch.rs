@@ -12,6 +12,21 @@ pub(crate) struct Scratch {
     pub col: Vec<f32>,
     /// GEMM packing buffers.
     pub gemm: GemmWorkspace,
+    /// Zero-padded input of a direct convolution (plus slack for the last tile).
+    pub xpad: Vec<f32>,
+    /// Packed weight panels of a direct convolution.
+    pub apack: Vec<f32>,
+    /// Tap offsets of a direct convolution.
+    pub offs: Vec<u32>,
+}
+
+/// Buffer lengths every slot needs (the maximum over the model's layers).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ScratchSizes {
+    pub col: usize,
+    pub xpad: usize,
+    pub apack: usize,
+    pub offs: usize,
 }
 
 /// Scratch slots indexed by [`ComputePool::slot`]. The mutex is never
@@ -20,15 +35,24 @@ pub(crate) struct Scratch {
 pub(crate) struct Slots(Vec<Mutex<Scratch>>);
 
 impl Slots {
-    /// At least `n` slots, each with a column buffer of `col_len` floats.
-    pub fn ensure(&mut self, n: usize, col_len: usize) {
+    /// At least `n` slots, each with buffers of at least `sz`.
+    pub fn ensure(&mut self, n: usize, sz: ScratchSizes) {
         while self.0.len() < n {
             self.0.push(Mutex::default());
         }
         for s in &mut self.0 {
             let s = s.get_mut().unwrap_or_else(PoisonError::into_inner);
-            if s.col.len() < col_len {
-                s.col.resize(col_len, 0.0);
+            if s.col.len() < sz.col {
+                s.col.resize(sz.col, 0.0);
+            }
+            if s.xpad.len() < sz.xpad {
+                s.xpad.resize(sz.xpad, 0.0);
+            }
+            if s.apack.len() < sz.apack {
+                s.apack.resize(sz.apack, 0.0);
+            }
+            if s.offs.len() < sz.offs {
+                s.offs.resize(sz.offs, 0);
             }
         }
     }

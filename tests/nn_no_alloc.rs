@@ -1,0 +1,69 @@
+//! A warm training step allocates nothing: counted with a global allocator.
+//! (Single test in its own binary so no other test allocates concurrently.)
+
+use ndarray::Array4;
+use ringsgd::nn::Model;
+use ringsgd::optim::{Sgd, SgdConfig};
+use ringsgd::parallel::ComputePool;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn warm_training_step_does_not_allocate() {
+    // Stride-1 and stride-2 convs (direct and GEMM paths), pooling, linear.
+    let spec =
+        "conv3x3(8,p1) relu conv3x3(8,s2,p1) relu maxpool2 flatten linear(16) relu linear(4)";
+    let x = Array4::from_shape_fn((6, 3, 16, 16), |(b, c, h, w)| {
+        ((b + c * 3 + h * w) % 7) as f32 - 3.0
+    });
+    let labels = [0u8, 1, 2, 3, 0, 1];
+    let cfg = SgdConfig {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    for cores in [1, 2] {
+        let pool = ComputePool::new(cores).unwrap();
+        let mut model = Model::from_spec(spec, [3, 16, 16], 0).unwrap();
+        let mut sgd = Sgd::new(cfg, model.num_params()).unwrap();
+        for _ in 0..2 {
+            model.train_step(&pool, x.view(), &labels).unwrap();
+            let (p, g) = model.params_and_grads_mut();
+            sgd.step_in(&pool, p, g, cfg.lr).unwrap();
+        }
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            model.train_step(&pool, x.view(), &labels).unwrap();
+            let (p, g) = model.params_and_grads_mut();
+            sgd.step_in(&pool, p, g, cfg.lr).unwrap();
+        }
+        let n = ALLOCS.load(Ordering::Relaxed) - before;
+        assert_eq!(n, 0, "{n} allocations in 3 warm steps with {cores} cores");
+    }
+}
