@@ -57,13 +57,25 @@ fn warm_training_step_does_not_allocate() {
             let (p, g) = model.params_and_grads_mut();
             sgd.step_in(&pool, p, g, cfg.lr).unwrap();
         }
+        // One thread runs every closure of ours inline: nothing may
+        // allocate. With a pool the same closures run on workers, and rayon
+        // itself allocates now and then (its work-stealing deques grow and
+        // shrink with the number of queued jobs, and old buffers are freed
+        // through crossbeam's epoch reclamation), depending on timing: seen
+        // 0-6 in 3 steps on a loaded 2-core machine. That count is printed,
+        // not asserted; the 1-core run covers our code.
+        const STEPS: usize = 20;
         let before = ALLOCS.load(Ordering::Relaxed);
-        for _ in 0..3 {
+        for _ in 0..STEPS {
             model.train_step(&pool, x.view(), &labels).unwrap();
             let (p, g) = model.params_and_grads_mut();
             sgd.step_in(&pool, p, g, cfg.lr).unwrap();
         }
         let n = ALLOCS.load(Ordering::Relaxed) - before;
-        assert_eq!(n, 0, "{n} allocations in 3 warm steps with {cores} cores");
+        if cores == 1 {
+            assert_eq!(n, 0, "{n} allocations in {STEPS} warm steps with 1 core");
+        } else {
+            eprintln!("{n} allocations (inside rayon) in {STEPS} warm steps with {cores} cores");
+        }
     }
 }

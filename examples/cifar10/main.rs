@@ -18,7 +18,6 @@ mod report;
 mod run;
 
 use clap::Parser;
-use ringsgd::comm::Communicator;
 
 fn main() {
     let args = cli::Args::parse();
@@ -51,6 +50,7 @@ fn run_local(args: &cli::Args, n: usize) -> i32 {
 /// The MPI world (a one-rank world when started without mpirun).
 #[cfg(feature = "mpi")]
 fn run_world(args: &cli::Args) -> i32 {
+    use ringsgd::comm::Communicator;
     let comm = match ringsgd::comm::mpi::init() {
         Ok(c) => c,
         Err(e) => {
