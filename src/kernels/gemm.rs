@@ -111,6 +111,22 @@ pub(crate) struct GemmWorkspace {
     b: Vec<f32>,
 }
 
+impl GemmWorkspace {
+    /// Sizes the buffers for any GEMM (A~ is at most `MC x KC`, B~ at most
+    /// `KC x NC`, about 1.4 MiB together), so that no later call allocates
+    /// whichever thread runs which shape first.
+    pub(crate) fn preallocate(&mut self) {
+        let a = 8 * MC_PANELS * KC_MAX;
+        let b = 16 * NC_PANELS * KC_MAX;
+        if self.a.len() < a {
+            self.a.resize(a, 0.0);
+        }
+        if self.b.len() < b {
+            self.b.resize(b, 0.0);
+        }
+    }
+}
+
 /// Which microkernel this CPU runs (detected once per call; cheap).
 #[derive(Clone, Copy)]
 enum Isa {
