@@ -261,7 +261,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(ghz) => {
             let peak = ghz * fpc * args.cores as f64;
             println!(
-                "achieved {gflops:.1} GFLOP/s ({:.1} MFLOP/img) vs peak {peak:.1} GFLOP/s ({isa}, {} cores at {ghz:.2} GHz nominal): {:.0}% of peak",
+                "achieved {gflops:.1} GFLOP/s ({:.1} MFLOP/img) vs peak {peak:.1} GFLOP/s ({isa}, {} cores at the {ghz:.2} GHz /proc/cpuinfo clock; turbo may run higher): {:.0}% of that peak",
                 flop_per_img / 1e6,
                 args.cores,
                 100.0 * gflops / peak

@@ -52,7 +52,9 @@ fn warm_training_step_does_not_allocate() {
         let pool = ComputePool::new(cores).unwrap();
         let mut model = Model::from_spec(spec, [3, 16, 16], 0).unwrap();
         let mut sgd = Sgd::new(cfg, model.num_params()).unwrap();
-        for _ in 0..2 {
+        // Warm-up: workspaces grow, and each pool thread makes its one-time
+        // thread-local registrations (rayon/crossbeam) on its first steal.
+        for _ in 0..5 {
             model.train_step(&pool, x.view(), &labels).unwrap();
             let (p, g) = model.params_and_grads_mut();
             sgd.step_in(&pool, p, g, cfg.lr).unwrap();

@@ -42,6 +42,7 @@ impl Slots {
         }
         for s in &mut self.0 {
             let s = s.get_mut().unwrap_or_else(PoisonError::into_inner);
+            s.gemm.preallocate();
             if s.col.len() < sz.col {
                 s.col.resize(sz.col, 0.0);
             }
