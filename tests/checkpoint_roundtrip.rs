@@ -1,32 +1,13 @@
 //! Checkpoint format round trip and rejection of damaged files; safetensors
 //! export round trip and layout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ringsgd::checkpoint::{safetensors, Checkpoint, OptimizerState, FORMAT_VERSION, MAGIC};
 use ringsgd::Error;
 
-/// A scratch folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ringsgd-test-ckpt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Scratch;
 
 fn sample() -> Checkpoint {
     // Values that a lossy encoding would alter: signed zero, subnormal,
@@ -108,7 +89,7 @@ fn ckpt_msg(err: Error, path: &Path) -> String {
 
 #[test]
 fn round_trip_is_bitwise_and_atomic() {
-    let s = Scratch::new("roundtrip");
+    let s = Scratch::new("ckpt", "roundtrip");
     let path = s.path().join("model.ckpt");
     let c = sample();
     c.save_atomic(&path).unwrap();
@@ -194,7 +175,7 @@ fn every_flipped_byte_and_every_truncation_is_rejected() {
 
 #[test]
 fn damaged_files_give_clear_errors() {
-    let s = Scratch::new("damaged");
+    let s = Scratch::new("ckpt", "damaged");
     let path = s.path().join("c.ckpt");
     let good = sample().to_bytes().unwrap();
 
@@ -296,7 +277,7 @@ fn unknown_sections_are_skipped_and_structure_is_checked() {
 
 #[test]
 fn inconsistent_checkpoints_are_refused_on_save() {
-    let s = Scratch::new("inconsistent");
+    let s = Scratch::new("ckpt", "inconsistent");
     let path = s.path().join("c.ckpt");
     let mut c = sample();
     c.optimizer.momentum_buffer = Some(vec![0.0; 3]);
@@ -318,7 +299,7 @@ fn inconsistent_checkpoints_are_refused_on_save() {
 
 #[test]
 fn safetensors_round_trip_and_layout() {
-    let s = Scratch::new("st");
+    let s = Scratch::new("ckpt", "st");
     let path = s.path().join("model.safetensors");
     let conv: Vec<f32> = (0..2 * 3 * 3 * 3).map(|i| i as f32 * 0.25 - 3.0).collect();
     let bias = vec![0.5f32, -0.5];
@@ -382,7 +363,7 @@ fn safetensors_round_trip_and_layout() {
 
 #[test]
 fn safetensors_bad_input_is_rejected() {
-    let s = Scratch::new("st-bad");
+    let s = Scratch::new("ckpt", "st-bad");
     let path = s.path().join("m.safetensors");
     let d = [1.0f32, 2.0];
     let w = |t: Vec<(String, Vec<usize>, &[f32])>, m: Vec<(String, String)>| {

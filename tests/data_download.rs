@@ -11,29 +11,8 @@ use std::time::{Duration, Instant};
 use ringsgd::data::{cifar, download, synthetic};
 use ringsgd::Error;
 
-/// A scratch folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ringsgd-test-download-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Scratch;
 
 /// One canned answer: status line, body, and the Content-Length to announce.
 #[derive(Clone)]
@@ -134,7 +113,7 @@ fn download_error(err: Error) -> (String, String) {
 
 #[test]
 fn downloads_verifies_caches_and_loads() {
-    let s = Scratch::new("ok");
+    let s = Scratch::new("download", "ok");
     let (archive, md5) = synthetic_archive(s.path());
     let (base, server) = serve(vec![Reply::ok(archive.clone())]);
     let url = format!("{base}/data/{}", cifar::ARCHIVE_NAME);
@@ -168,7 +147,7 @@ fn downloads_verifies_caches_and_loads() {
 
 #[test]
 fn stale_cached_file_is_replaced() {
-    let s = Scratch::new("stale");
+    let s = Scratch::new("download", "stale");
     let (archive, md5) = synthetic_archive(s.path());
     let cache = s.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -181,7 +160,7 @@ fn stale_cached_file_is_replaced() {
 
 #[test]
 fn http_404_is_a_clear_error() {
-    let s = Scratch::new("404");
+    let s = Scratch::new("download", "404");
     let (base, server) = serve(vec![Reply {
         status: "404 Not Found",
         body: b"nope".to_vec(),
@@ -202,7 +181,7 @@ fn http_404_is_a_clear_error() {
 
 #[test]
 fn checksum_mismatch_is_rejected_and_not_cached() {
-    let s = Scratch::new("md5");
+    let s = Scratch::new("download", "md5");
     let (archive, md5) = synthetic_archive(s.path());
     let cache = s.path().join("cache");
     let (base, server) = serve(vec![Reply::ok(archive)]);
@@ -224,7 +203,7 @@ fn checksum_mismatch_is_rejected_and_not_cached() {
 
 #[test]
 fn short_body_is_rejected() {
-    let s = Scratch::new("short");
+    let s = Scratch::new("download", "short");
     let (archive, _) = synthetic_archive(s.path());
     let half = archive[..archive.len() / 2].to_vec();
     let (base, server) = serve(vec![Reply {
@@ -248,7 +227,7 @@ fn short_body_is_rejected() {
 
 #[test]
 fn refused_connection_and_bad_arguments() {
-    let s = Scratch::new("refused");
+    let s = Scratch::new("download", "refused");
     // Bind then drop to get a loopback port nobody listens on.
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -280,7 +259,7 @@ fn cifar10_example() -> PathBuf {
 
 #[test]
 fn cifar10_example_downloads_with_the_flag_and_reuses_the_cache() {
-    let s = Scratch::new("example");
+    let s = Scratch::new("download", "example");
     let src = s.path().join("src.tar.gz");
     synthetic::write_cifar_tar_gz(&src, 10, 10, 5).unwrap();
     let (base, server) = serve(vec![Reply::ok(std::fs::read(&src).unwrap())]);

@@ -6,27 +6,8 @@ use ringsgd::data::cifar::{self, RECORD_BYTES};
 use ringsgd::data::{synthetic, CLASS_NAMES};
 use ringsgd::Error;
 
-/// A scratch folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ringsgd-test-loader-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Scratch;
 
 const PER_FILE: usize = 6;
 const N_TEST: usize = 5;
@@ -55,7 +36,7 @@ fn write_archive(path: &Path, members: &[(String, Vec<u8>)]) {
 
 #[test]
 fn loads_every_accepted_layout_identically() {
-    let s = Scratch::new("layouts");
+    let s = Scratch::new("loader", "layouts");
     let batches = synthetic::write_cifar_dir(&s.path().join("x"), PER_FILE, N_TEST, SEED).unwrap();
     let archive = s.path().join("cache").join(cifar::ARCHIVE_NAME);
     std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
@@ -83,7 +64,7 @@ fn loads_every_accepted_layout_identically() {
 
 #[test]
 fn meta_file_is_optional_but_checked() {
-    let s = Scratch::new("meta");
+    let s = Scratch::new("loader", "meta");
     let batches = synthetic::write_cifar_dir(s.path(), PER_FILE, N_TEST, SEED).unwrap();
     let meta = batches.join(cifar::META_FILE);
     std::fs::write(&meta, "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n").unwrap();
@@ -101,7 +82,7 @@ fn meta_file_is_optional_but_checked() {
 
 #[test]
 fn truncated_file_names_file_size_and_record() {
-    let s = Scratch::new("truncated");
+    let s = Scratch::new("loader", "truncated");
     let batches = synthetic::write_cifar_dir(s.path(), PER_FILE, N_TEST, SEED).unwrap();
     let f = batches.join("data_batch_3.bin");
     let bytes = std::fs::read(&f).unwrap();
@@ -117,7 +98,7 @@ fn truncated_file_names_file_size_and_record() {
 
 #[test]
 fn truncated_archive_member_is_reported() {
-    let s = Scratch::new("truncated-tar");
+    let s = Scratch::new("loader", "truncated-tar");
     let mut m = members();
     let test = m
         .iter_mut()
@@ -134,7 +115,7 @@ fn truncated_archive_member_is_reported() {
 
 #[test]
 fn cut_archive_is_an_error_not_a_panic() {
-    let s = Scratch::new("cut-gz");
+    let s = Scratch::new("loader", "cut-gz");
     let archive = s.path().join("c.tar.gz");
     synthetic::write_cifar_tar_gz(&archive, PER_FILE, N_TEST, SEED).unwrap();
     let bytes = std::fs::read(&archive).unwrap();
@@ -147,7 +128,7 @@ fn cut_archive_is_an_error_not_a_panic() {
 
 #[test]
 fn label_out_of_range_names_file_record_and_value() {
-    let s = Scratch::new("label");
+    let s = Scratch::new("loader", "label");
     let batches = synthetic::write_cifar_dir(s.path(), PER_FILE, N_TEST, SEED).unwrap();
     let f = batches.join("test_batch.bin");
     let mut bytes = std::fs::read(&f).unwrap();
@@ -175,7 +156,7 @@ fn label_out_of_range_names_file_record_and_value() {
 
 #[test]
 fn missing_file_is_named_with_all_missing() {
-    let s = Scratch::new("missing");
+    let s = Scratch::new("loader", "missing");
     let batches = synthetic::write_cifar_dir(s.path(), PER_FILE, N_TEST, SEED).unwrap();
     std::fs::remove_file(batches.join("data_batch_4.bin")).unwrap();
     std::fs::remove_file(batches.join("test_batch.bin")).unwrap();
@@ -200,7 +181,7 @@ fn missing_file_is_named_with_all_missing() {
 
 #[test]
 fn wrong_folder_says_what_was_expected_and_found() {
-    let s = Scratch::new("wrong");
+    let s = Scratch::new("loader", "wrong");
     std::fs::write(s.path().join("cats.png"), b"x").unwrap();
     std::fs::create_dir(s.path().join("cifar-100-binary")).unwrap();
     let (file, record, msg) = data_error(cifar::load(s.path()).unwrap_err());
@@ -227,7 +208,7 @@ fn wrong_folder_says_what_was_expected_and_found() {
 
 #[test]
 fn empty_and_duplicate_files_are_rejected() {
-    let s = Scratch::new("empty");
+    let s = Scratch::new("loader", "empty");
     let batches = synthetic::write_cifar_dir(s.path(), PER_FILE, N_TEST, SEED).unwrap();
     let f = batches.join("data_batch_2.bin");
     std::fs::write(&f, b"").unwrap();
