@@ -11,6 +11,11 @@
 //! processes used more than 3% of the CPUs is discarded and retried (at most
 //! 4 x runs attempts; if none is clean the median of all is printed and the
 //! `runs:` line says so).
+//! `--alternate 1,2` builds one model per listed core count and interleaves
+//! their steps round-robin (`--steps` x `--runs` rounds), so every count sees
+//! the same machine conditions; it prints each count's median step and the
+//! speedups over the first count (ratio of medians, median of per-round
+//! ratios), and last the images/s of the last count.
 //! `--profile` adds a per-layer table (forward/backward ms per step,
 //! GFLOP/s, share of the step), with backward FLOPs as computed (2x forward,
 //! 1x for the first layer, which needs no input gradient). The headline
@@ -32,6 +37,8 @@ struct Args {
     forward_only: bool,
     profile: bool,
     runs: usize,
+    /// `--alternate 1,2`: core counts whose steps are interleaved.
+    alternate: Vec<usize>,
 }
 
 /// Runs whose machine-wide CPU use by other processes exceeds this fraction
@@ -96,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
         forward_only: false,
         profile: false,
         runs: 1,
+        alternate: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -112,8 +120,21 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = val("--runs")?,
             "--forward-only" => a.forward_only = true,
             "--profile" => a.profile = true,
+            "--alternate" => {
+                let v = it.next().ok_or("--alternate needs a value, e.g. 1,2")?;
+                a.alternate = v
+                    .split(',')
+                    .map(|c| match c.trim().parse::<usize>() {
+                        Ok(n) if n >= 1 => Ok(n),
+                        _ => Err(format!("--alternate: `{c}` is not a core count >= 1")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                if a.alternate.len() < 2 {
+                    return Err("--alternate needs at least two core counts, e.g. 1,2".into());
+                }
+            }
             "-h" | "--help" => {
-                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile]".into())
+                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--alternate 1,2]".into())
             }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
@@ -152,34 +173,22 @@ fn flops_per_cycle() -> (f64, &'static str) {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    if !args.alternate.is_empty() {
+        return run_alternating(&args);
+    }
     let pool = ComputePool::new(args.cores)?;
     let mut model = Model::pinet(1)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let x = Array4::from_shape_fn((args.batch, 3, 32, 32), |_| rng.random_range(-2.0f32..2.0));
-    let labels: Vec<u8> = (0..args.batch).map(|_| rng.random_range(0..10u8)).collect();
-    let cfg = SgdConfig {
-        lr: 0.05 * args.batch as f32 / 128.0,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        nesterov: false,
-    };
-    let mut sgd = Sgd::new(cfg, model.num_params())?;
-    let mut step = |model: &mut Model| -> ringsgd::Result<()> {
-        if args.forward_only {
-            model.evaluate(&pool, x.view(), &labels)?;
-        } else {
-            model.train_step(&pool, x.view(), &labels)?;
-            let (p, g) = model.params_and_grads_mut();
-            sgd.step_in(&pool, p, g, cfg.lr)?;
-        }
-        Ok(())
-    };
+    let bench = Bencher::new(&args);
+    let mut sgd = Sgd::new(bench.cfg, model.num_params())?;
+    let mut step = |model: &mut Model| bench.step(&pool, model, &mut sgd);
     for _ in 0..args.warmup {
         step(&mut model)?;
     }
     let nops = model.last_profile().len();
     // Per-op minimum over the timed steps: robust to other processes.
     let mut acc = vec![[f64::MAX; 2]; nops];
+    // Every step's per-op times, for the medians.
+    let mut per_op: Vec<Vec<[f64; 2]>> = vec![Vec::new(); nops];
     let mut times = Vec::with_capacity(args.steps);
     // Repeat runs of `steps` steps until `runs` of them were clean (other
     // processes used < 3% of the machine), at most 4 x runs attempts.
@@ -193,9 +202,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let t0 = Instant::now();
             step(&mut model)?;
             times.push(t0.elapsed().as_secs_f64());
-            for (a, p) in acc.iter_mut().zip(model.last_profile()) {
+            for ((a, all), p) in acc.iter_mut().zip(&mut per_op).zip(model.last_profile()) {
                 a[0] = a[0].min(p.forward_s);
                 a[1] = a[1].min(p.backward_s);
+                all.push([p.forward_s, p.backward_s]);
             }
         }
         let wall = t_run.elapsed().as_secs_f64();
@@ -217,10 +227,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |v: &mut Vec<f64>| crate::median(v);
     let clean_n = clean_ips.len();
     let ips = if clean_n > 0 {
         med(&mut clean_ips)
@@ -257,6 +264,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         median * 1e3,
         total / times.len() as f64 * 1e3
     );
+    let pct = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] * 1e3;
+    println!(
+        "step_ms percentiles: p10={:.2} p25={:.2} p50={:.2} p75={:.2} p90={:.2} max={:.2}",
+        pct(0.1),
+        pct(0.25),
+        pct(0.5),
+        pct(0.75),
+        pct(0.9),
+        pct(1.0)
+    );
     match cpu_ghz() {
         Some(ghz) => {
             let peak = ghz * fpc * args.cores as f64;
@@ -271,12 +288,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.profile {
         let step_s = sorted[0];
-        println!("per-layer: minimum over the timed steps; share of the fastest step");
         println!(
-            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>7}",
-            "layer", "fwd_ms", "fwd_GF/s", "bwd_ms", "bwd_GF/s", "share"
+            "per-layer: minimum over the timed steps (GFLOP/s from it), share of the fastest step; *_med: median over the timed steps"
         );
-        for (a, p) in acc.iter().zip(model.last_profile()) {
+        println!(
+            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9}",
+            "layer", "fwd_ms", "fwd_GF/s", "bwd_ms", "bwd_GF/s", "share", "fwd_med", "bwd_med"
+        );
+        let mut med_layers = 0.0;
+        for ((a, all), p) in acc.iter().zip(&per_op).zip(model.last_profile()) {
+            let mut fs: Vec<f64> = all.iter().map(|t| t[0]).collect();
+            let mut bs: Vec<f64> = all.iter().map(|t| t[1]).collect();
+            let (fm, bm) = (med(&mut fs), med(&mut bs));
+            med_layers += fm + bm;
             let (f, b) = (a[0], a[1]);
             let fl = p.forward_flops as f64 * args.batch as f64;
             let gf = |flops: f64, s: f64| {
@@ -287,21 +311,129 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             println!(
-                "{:<12} {:>9.3} {:>9} {:>9.3} {:>9} {:>6.1}%",
+                "{:<12} {:>9.3} {:>9} {:>9.3} {:>9} {:>6.1}% {:>9.3} {:>9.3}",
                 p.name,
                 f * 1e3,
                 gf(fl, f),
                 b * 1e3,
                 gf(p.backward_flops as f64 * args.batch as f64, b),
-                100.0 * (f + b) / step_s
+                100.0 * (f + b) / step_s,
+                fm * 1e3,
+                bm * 1e3
             );
         }
         let layers: f64 = acc.iter().map(|a| a[0] + a[1]).sum();
         println!(
-            "{:<12} {:>50.1}%",
+            "{:<12} {:>50.1}% {:>19.3}",
             "other(loss,sgd)",
-            100.0 * (step_s - layers) / step_s
+            100.0 * (step_s - layers) / step_s,
+            (median - med_layers) * 1e3
         );
+    }
+    println!("images_per_sec={ips:.1}");
+    Ok(())
+}
+
+/// The same batch and seed; the PiNet step (or forward pass) of one model.
+struct Bencher {
+    x: Array4<f32>,
+    labels: Vec<u8>,
+    cfg: SgdConfig,
+    forward_only: bool,
+}
+
+impl Bencher {
+    fn new(args: &Args) -> Bencher {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let x = Array4::from_shape_fn((args.batch, 3, 32, 32), |_| rng.random_range(-2.0f32..2.0));
+        let labels = (0..args.batch).map(|_| rng.random_range(0..10u8)).collect();
+        let cfg = SgdConfig {
+            lr: 0.05 * args.batch as f32 / 128.0,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: false,
+        };
+        Bencher {
+            x,
+            labels,
+            cfg,
+            forward_only: args.forward_only,
+        }
+    }
+
+    fn step(&self, pool: &ComputePool, model: &mut Model, sgd: &mut Sgd) -> ringsgd::Result<()> {
+        if self.forward_only {
+            model.evaluate(pool, self.x.view(), &self.labels)?;
+        } else {
+            model.train_step(pool, self.x.view(), &self.labels)?;
+            let (p, g) = model.params_and_grads_mut();
+            sgd.step_in(pool, p, g, self.cfg.lr)?;
+        }
+        Ok(())
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `--alternate 1,2`: one model per core count, their steps interleaved
+/// round-robin so every core count sees the same machine conditions (the
+/// machine may be shared and its speed drifts). Reports each count's median
+/// step and the speedups over the first count: the ratio of the medians and
+/// the median of the per-round ratios.
+fn run_alternating(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let bench = Bencher::new(args);
+    let mut arms = Vec::new();
+    for &c in &args.alternate {
+        let pool = ComputePool::new(c)?;
+        let model = Model::pinet(1)?;
+        let sgd = Sgd::new(bench.cfg, model.num_params())?;
+        arms.push((c, pool, model, sgd));
+    }
+    for (_, pool, model, sgd) in &mut arms {
+        for _ in 0..args.warmup {
+            bench.step(pool, model, sgd)?;
+        }
+    }
+    let rounds = args.steps * args.runs;
+    let mut times = vec![Vec::with_capacity(rounds); arms.len()];
+    for _ in 0..rounds {
+        for ((_, pool, model, sgd), t) in arms.iter_mut().zip(&mut times) {
+            let t0 = Instant::now();
+            bench.step(pool, model, sgd)?;
+            t.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let mode = if args.forward_only {
+        "forward"
+    } else {
+        "train_step"
+    };
+    let base = median(&mut times[0].clone());
+    let mut ips = 0.0;
+    for (k, (c, ..)) in arms.iter().enumerate() {
+        let mut t = times[k].clone();
+        let med = median(&mut t);
+        let pct = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize] * 1e3;
+        ips = args.batch as f64 / med;
+        println!(
+            "alternate {mode}: cores={c} batch={} rounds={rounds} median_step_ms={:.2} p10={:.2} p90={:.2} images_per_sec(median step)={ips:.1}",
+            args.batch,
+            med * 1e3,
+            pct(0.1),
+            pct(0.9)
+        );
+        if k > 0 {
+            let mut paired: Vec<f64> = times[0].iter().zip(&times[k]).map(|(a, b)| a / b).collect();
+            println!(
+                "speedup cores={c} over cores={}: ratio_of_medians={:.3} median_of_paired_ratios={:.3}",
+                args.alternate[0],
+                base / med,
+                median(&mut paired)
+            );
+        }
     }
     println!("images_per_sec={ips:.1}");
     Ok(())
