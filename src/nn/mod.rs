@@ -20,6 +20,7 @@ mod model;
 mod pool;
 mod scratch;
 pub mod spec;
+mod stack;
 
 pub use loss::BatchStats;
 pub use model::{Model, ModelBuilder, OpProfile, TensorInfo};

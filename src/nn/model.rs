@@ -2,12 +2,13 @@
 //! flat gradient buffer, with the workspaces that make a warm training step
 //! allocation-free.
 
-use super::conv::{self, ConvGeom};
+use super::conv::ConvGeom;
 use super::linear;
 use super::loss::{check_labels, softmax_xent, BatchStats};
-use super::pool::{self, PoolGeom};
+use super::pool::PoolGeom;
 use super::scratch::{ScratchSizes, Slots};
 use super::spec::{format_spec, parse_spec, LayerSpec};
+use super::stack::{self, chunk_images, StackLayout};
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
 use ndarray::{ArrayView2, ArrayView4};
@@ -51,7 +52,7 @@ impl Shape {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum OpKind {
+pub(super) enum OpKind {
     Conv(ConvGeom),
     Linear { fin: usize, fout: usize },
     MaxPool(PoolGeom),
@@ -61,17 +62,17 @@ enum OpKind {
 /// One executed operation (Flatten is not one: it moves no data; a ReLU
 /// right after a conv or linear layer is fused into it).
 #[derive(Clone, Debug)]
-struct Op {
+pub(super) struct Op {
     /// Display name, e.g. `conv2+relu`, `maxpool1`, `fc1`.
-    name: String,
-    kind: OpKind,
-    relu: bool,
-    in_size: usize,
-    out_size: usize,
+    pub name: String,
+    pub kind: OpKind,
+    pub relu: bool,
+    pub in_size: usize,
+    pub out_size: usize,
     /// Offset of this op's parameters (weight then bias) in the flat buffer.
-    poff: usize,
-    wlen: usize,
-    blen: usize,
+    pub poff: usize,
+    pub wlen: usize,
+    pub blen: usize,
 }
 
 /// Builds a [`Model`] layer by layer.
@@ -154,14 +155,20 @@ struct Buffers {
     batch: usize,
     /// Copy of the input when the caller's array is not contiguous.
     input: Vec<f32>,
-    /// Output of each op.
+    /// Output of each op from the stack's last op on (the per-image ops
+    /// before it keep theirs in `stack`; see [`stack`]).
     acts: Vec<Vec<f32>>,
-    /// Argmax of each max-pooling op (empty for others).
-    argmax: Vec<Vec<u32>>,
-    /// Ping-pong gradient buffers for the backward pass.
+    /// Activations and max-pooling argmaxes of the stack, chunk-major.
+    stack: Vec<f32>,
+    stack_arg: Vec<u32>,
+    /// Ping-pong gradient buffers for the backward pass of the batched ops
+    /// (the linear layers).
     grad: [Vec<f32>; 2],
-    /// Per-chunk partial gradients of one conv layer.
+    /// Per-chunk partial gradients of the stack's convolutions.
     partials: Vec<f32>,
+    /// d(loss)/d(input), when asked for (gradient checks).
+    #[cfg(test)]
+    dinput: Vec<f32>,
     /// Transposed products of the linear layers.
     tmp: Vec<f32>,
     slots: Slots,
@@ -192,6 +199,8 @@ pub struct Model {
     input_chw: [usize; 3],
     num_classes: usize,
     ops: Vec<Op>,
+    /// The per-image ops before the first linear layer, run depth-first.
+    layout: StackLayout,
     tensors: Vec<TensorInfo>,
     params: Vec<f32>,
     grads: Vec<f32>,
@@ -228,16 +237,10 @@ fn op_flops(op: &Op) -> u64 {
 
 /// `d = 0` where the ReLU output `y` is 0 (branch-free: the sign pattern of
 /// activations is unpredictable).
-fn relu_mask(d: &mut [f32], y: &[f32]) {
+pub(super) fn relu_mask(d: &mut [f32], y: &[f32]) {
     for (d, &v) in d.iter_mut().zip(y) {
         *d = if v > 0.0 { *d } else { 0.0 };
     }
-}
-
-/// Images per backward chunk for a batch: chunk boundaries depend on the
-/// batch size only (never the thread count), and there are at most 16.
-fn chunk_images(batch: usize) -> usize {
-    batch.div_ceil(16).max(1)
 }
 
 impl Model {
@@ -465,13 +468,13 @@ impl Model {
             spec: format_spec(&layers),
             input_chw,
             num_classes,
+            layout: StackLayout::new(&ops),
             ops,
             tensors,
             grads: vec![0f32; nparams],
             params,
             buf: Buffers {
                 acts: vec![Vec::new(); nops],
-                argmax: vec![Vec::new(); nops],
                 times: vec![[0.0; 2]; nops],
                 ..Buffers::default()
             },
@@ -614,42 +617,43 @@ impl Model {
     /// Grows the workspaces to `batch` and copies a non-contiguous input.
     fn prepare(&mut self, pool: &ComputePool, batch: usize, input: &ArrayView4<'_, f32>) {
         let buf = &mut self.buf;
+        let l = &self.layout;
         if batch > buf.batch {
+            // The batched ops (and the stack's last op, their input) keep
+            // contiguous outputs; their gradients ping-pong in `grad`.
+            let first = l.len.saturating_sub(1);
             let mut gmax = 0;
-            let mut pmax = 0;
             let mut tmax = 0;
-            for (k, op) in self.ops.iter().enumerate() {
+            for (k, op) in self.ops.iter().enumerate().skip(first) {
                 buf.acts[k].resize(batch * op.out_size, 0.0);
                 gmax = gmax.max(op.out_size);
-                if k > 0 {
+                if k >= l.len {
                     gmax = gmax.max(op.in_size);
                 }
-                match op.kind {
-                    OpKind::MaxPool(_) => buf.argmax[k].resize(batch * op.out_size, 0),
-                    OpKind::Conv(_) => pmax = pmax.max(op.wlen + op.blen),
-                    OpKind::Linear { fin, fout } => tmax = tmax.max(fin.max(fout)),
-                    OpKind::Relu => {}
+                if let OpKind::Linear { fin, fout } = op.kind {
+                    tmax = tmax.max(fin.max(fout));
                 }
-            }
-            #[cfg(test)]
-            {
-                gmax = gmax.max(self.ops[0].in_size);
             }
             for g in &mut buf.grad {
                 g.resize(batch * gmax, 0.0);
             }
-            // The chunk count is not monotonic in the batch size (12 images
-            // make 12 chunks, 20 make 10): size for every smaller batch too.
-            let chunks = (1..=batch)
-                .map(|b| b.div_ceil(chunk_images(b)))
-                .max()
-                .unwrap_or(1);
-            buf.partials.resize(chunks * pmax, 0.0);
             buf.tmp.resize(batch * tmax, 0.0);
+            if l.len > 0 {
+                buf.stack.resize(batch * l.act_len, 0.0);
+                buf.stack_arg.resize(batch * l.arg_len, 0);
+                buf.partials
+                    .resize(stack::max_chunks(batch) * l.part_len, 0.0);
+            }
+            #[cfg(test)]
+            buf.dinput.resize(batch * self.ops[0].in_size, 0.0);
             buf.batch = batch;
         }
-        let mut sz = ScratchSizes::default();
         let chunk = chunk_images(buf.batch.max(batch));
+        let mut sz = ScratchSizes {
+            grad: 2 * chunk * l.max_act,
+            ops: self.ops.len(),
+            ..ScratchSizes::default()
+        };
         for op in &self.ops {
             if let OpKind::Conv(g) = op.kind {
                 let s = g.scratch(chunk);
@@ -666,10 +670,51 @@ impl Model {
         }
     }
 
+    /// Spreads the wall time of a stack pass over its ops in proportion to
+    /// the thread time each took (exact with one core).
+    fn stack_times(&mut self, dir: usize, wall: f64) {
+        let n = self.layout.len;
+        let times = &mut self.buf.times;
+        for t in times.iter_mut().take(n) {
+            t[dir] = 0.0;
+        }
+        self.buf.slots.take_times(&mut times[..n]);
+        let total: f64 = times[..n].iter().map(|t| t[dir]).sum();
+        for t in times.iter_mut().take(n) {
+            t[dir] = if total > 0.0 {
+                wall * t[dir] / total
+            } else {
+                0.0
+            };
+        }
+    }
+
     fn forward(&mut self, pool: &ComputePool, input: &ArrayView4<'_, f32>, batch: usize) {
+        let l = self.layout.len;
+        if l > 0 {
+            let t0 = Instant::now();
+            let buf = &mut self.buf;
+            let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
+            let bufs = stack::StackBufs {
+                stack: &mut buf.stack,
+                argmax: &mut buf.stack_arg,
+                last: &mut buf.acts[l - 1],
+            };
+            stack::forward(
+                pool,
+                &buf.slots,
+                &self.layout,
+                &self.ops,
+                &self.params,
+                x0,
+                batch,
+                bufs,
+            );
+            self.stack_times(0, t0.elapsed().as_secs_f64());
+        }
         let buf = &mut self.buf;
         let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
-        for (k, op) in self.ops.iter().enumerate() {
+        for (k, op) in self.ops.iter().enumerate().skip(l) {
             let t0 = Instant::now();
             let (before, after) = buf.acts.split_at_mut(k);
             let x = if k == 0 { x0 } else { &before[k - 1][..] };
@@ -677,17 +722,10 @@ impl Model {
             let y = &mut after[0][..batch * op.out_size];
             let p = &self.params[op.poff..op.poff + op.wlen + op.blen];
             let (w, b) = p.split_at(op.wlen);
-            let slots = &buf.slots;
             match op.kind {
-                OpKind::Conv(g) => pool.for_each_chunk_mut(y, op.out_size, |i, yi| {
-                    let xi = &x[i * op.in_size..(i + 1) * op.in_size];
-                    let mut s = slots.lock(pool);
-                    let s = &mut *s;
-                    conv::forward_image(&g, w, b, xi, yi, s, op.relu);
-                }),
                 OpKind::Linear { fin, fout } => linear::forward(
                     pool,
-                    slots,
+                    &buf.slots,
                     w,
                     b,
                     x,
@@ -696,17 +734,14 @@ impl Model {
                     (batch, fin, fout),
                     op.relu,
                 ),
-                OpKind::MaxPool(g) => {
-                    let arg = &mut buf.argmax[k][..batch * op.out_size];
-                    pool.for_each_chunk_mut2(y, op.out_size, arg, op.out_size, |i, yi, ai| {
-                        pool::forward_image(&g, &x[i * op.in_size..(i + 1) * op.in_size], yi, ai)
-                    })
-                }
                 OpKind::Relu => pool.for_each_chunk_mut(y, op.out_size, |i, yi| {
                     for (o, v) in yi.iter_mut().zip(&x[i * op.in_size..]) {
                         *o = v.max(0.0);
                     }
                 }),
+                OpKind::Conv(_) | OpKind::MaxPool(_) => {
+                    unreachable!("per-image ops before the first linear one run in the stack; none can follow it")
+                }
             }
             buf.times[k][0] = t0.elapsed().as_secs_f64();
         }
@@ -725,15 +760,16 @@ impl Model {
     /// Backward from d(loss)/d(logits) in `buf.grad[0]`; writes every
     /// gradient in `self.grads`.
     fn backward(&mut self, pool: &ComputePool, input: &ArrayView4<'_, f32>, batch: usize) {
-        let buf = &mut self.buf;
-        let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
-        let [g0, g1] = &mut buf.grad;
-        let (mut dy_buf, mut dx_buf) = (g0, g1);
+        let l = self.layout.len;
         #[cfg(test)]
         let want_input_grad = self.want_input_grad;
         #[cfg(not(test))]
         let want_input_grad = false;
-        for (k, op) in self.ops.iter().enumerate().rev() {
+        let buf = &mut self.buf;
+        let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
+        let [g0, g1] = &mut buf.grad;
+        let (mut dy_buf, mut dx_buf) = (g0, g1);
+        for (k, op) in self.ops.iter().enumerate().skip(l).rev() {
             let t0 = Instant::now();
             let x = if k == 0 { x0 } else { &buf.acts[k - 1][..] };
             let x = &x[..batch * op.in_size];
@@ -742,84 +778,15 @@ impl Model {
             let dx = (k > 0 || want_input_grad).then(|| &mut dx_buf[..batch * op.in_size]);
             let w = &self.params[op.poff..op.poff + op.wlen];
             let (gw, gb) = self.grads[op.poff..op.poff + op.wlen + op.blen].split_at_mut(op.wlen);
-            let slots = &buf.slots;
-            if op.relu && !matches!(op.kind, OpKind::Conv(_)) {
+            if op.relu {
                 pool.for_each_chunk_mut(dy, 4096, |i, d| {
                     relu_mask(d, &y[i * 4096..]);
                 });
             }
             match op.kind {
-                OpKind::Conv(g) => {
-                    let (ins, outs) = (op.in_size, op.out_size);
-                    let per = chunk_images(batch);
-                    let plen = op.wlen + op.blen;
-                    let nchunks = batch.div_ceil(per);
-                    let parts = &mut buf.partials[..nchunks * plen];
-                    let relu = op.relu;
-                    let chunk =
-                        |c: usize, dy: &mut [f32], dx: Option<&mut [f32]>, pt: &mut [f32]| {
-                            let mut s = slots.lock(pool);
-                            let s = &mut *s;
-                            let (pw, pb) = pt.split_at_mut(op.wlen);
-                            let n = dy.len() / outs;
-                            let i0 = c * per;
-                            if relu {
-                                relu_mask(dy, &y[i0 * outs..(i0 + n) * outs]);
-                            }
-                            let xs = &x[i0 * ins..(i0 + n) * ins];
-                            conv::backward_weights_chunk(&g, xs, dy, n, pw, pb, s);
-                            if let Some(dx) = dx {
-                                for j in 0..n {
-                                    conv::backward_input_image(
-                                        &g,
-                                        w,
-                                        &dy[j * outs..(j + 1) * outs],
-                                        &mut dx[j * ins..(j + 1) * ins],
-                                        s,
-                                    );
-                                }
-                            }
-                        };
-                    match dx {
-                        Some(dx) => pool.for_each_chunk_mut3(
-                            dy,
-                            per * outs,
-                            dx,
-                            per * ins,
-                            parts,
-                            plen,
-                            |c, a, b, p| chunk(c, a, Some(b), p),
-                        ),
-                        None => pool.for_each_chunk_mut2(dy, per * outs, parts, plen, |c, a, p| {
-                            chunk(c, a, None, p)
-                        }),
-                    }
-                    // Sum the chunk partials in chunk order (fixed for a batch
-                    // size) into chunk 0, in parallel over element blocks, then
-                    // transpose the weight part [K, Cout] into [Cout, K].
-                    const BLOCK: usize = 4096;
-                    let (p0, rest) = buf.partials[..nchunks * plen].split_at_mut(plen);
-                    let rest = &*rest;
-                    pool.for_each_chunk_mut(p0, BLOCK, |bi, acc| {
-                        let e0 = bi * BLOCK;
-                        for c in 1..nchunks {
-                            let src = &rest[(c - 1) * plen + e0..(c - 1) * plen + e0 + acc.len()];
-                            acc.iter_mut().zip(src).for_each(|(a, s)| *a += s);
-                        }
-                    });
-                    let p0 = &*p0;
-                    let (gw, gb) = self.grads[op.poff..op.poff + plen].split_at_mut(op.wlen);
-                    let kdim = g.k();
-                    pool.for_each_chunk_mut(gw, kdim, |co, row| {
-                        for (kk, v) in row.iter_mut().enumerate() {
-                            *v = p0[kk * g.cout + co];
-                        }
-                    });
-                    gb.copy_from_slice(&p0[op.wlen..plen]);
-                }
                 OpKind::Linear { fin, fout } => linear::backward(
                     pool,
-                    slots,
+                    &buf.slots,
                     w,
                     x,
                     dy,
@@ -829,16 +796,6 @@ impl Model {
                     &mut buf.tmp,
                     (batch, fin, fout),
                 ),
-                OpKind::MaxPool(g) => {
-                    if let Some(dx) = dx {
-                        let arg = &buf.argmax[k][..batch * op.out_size];
-                        let dy = &*dy;
-                        pool.for_each_chunk_mut(dx, g.in_size(), |i, dxi| {
-                            let r = i * g.out_size()..(i + 1) * g.out_size();
-                            pool::backward_image(&dy[r.clone()], &arg[r], dxi)
-                        });
-                    }
-                }
                 OpKind::Relu => {
                     if let Some(dx) = dx {
                         let dy = &*dy;
@@ -850,10 +807,53 @@ impl Model {
                         });
                     }
                 }
+                OpKind::Conv(_) | OpKind::MaxPool(_) => {
+                    unreachable!("per-image ops before the first linear one run in the stack; none can follow it")
+                }
             }
             std::mem::swap(&mut dy_buf, &mut dx_buf);
             buf.times[k][1] = t0.elapsed().as_secs_f64();
         }
+        #[cfg(test)]
+        if l == 0 && want_input_grad {
+            let n = batch * self.ops[0].in_size;
+            buf.dinput[..n].copy_from_slice(&dy_buf[..n]);
+        }
+        if l == 0 {
+            return;
+        }
+        let t0 = Instant::now();
+        let inp = stack::BackwardIn {
+            x0,
+            stack: &buf.stack,
+            argmax: &buf.stack_arg,
+            last: &buf.acts[l - 1],
+            dy: &dy_buf[..],
+        };
+        #[cfg(test)]
+        let dinput = want_input_grad.then_some(&mut buf.dinput[..]);
+        #[cfg(not(test))]
+        let dinput = None;
+        stack::backward(
+            pool,
+            &buf.slots,
+            &self.layout,
+            &self.ops,
+            &self.params,
+            batch,
+            inp,
+            &mut buf.partials,
+            dinput,
+        );
+        stack::reduce_partials(
+            pool,
+            &self.layout,
+            &self.ops,
+            batch,
+            &mut buf.partials,
+            &mut self.grads,
+        );
+        self.stack_times(1, t0.elapsed().as_secs_f64());
     }
 
     /// Forward FLOPs per image (2 x multiply-adds of conv and linear layers).
@@ -903,10 +903,7 @@ impl Model {
     /// gradient (`[batch * C*H*W]`).
     #[cfg(test)]
     pub(crate) fn input_grad(&self, batch: usize) -> &[f32] {
-        // After the last swap the input gradient is in the buffer that was
-        // written last: grad[ops.len() % 2].
-        let n = batch * self.ops[0].in_size;
-        &self.buf.grad[self.ops.len() % 2][..n]
+        &self.buf.dinput[..batch * self.ops[0].in_size]
     }
 
     /// Test hook: forward + backward with a given d(loss)/d(logits)

@@ -16,6 +16,7 @@ pub(crate) struct PoolGeom {
     pub ow: usize,
 }
 
+#[cfg(test)]
 impl PoolGeom {
     pub fn in_size(&self) -> usize {
         self.c * self.h * self.w

@@ -18,6 +18,11 @@ pub(crate) struct Scratch {
     pub apack: Vec<f32>,
     /// Tap offsets of a direct convolution.
     pub offs: Vec<u32>,
+    /// Ping-pong gradients of a chunk in the stack's backward pass.
+    pub grad: Vec<f32>,
+    /// Seconds this thread spent in each op (forward, backward) since the
+    /// last [`Slots::take_times`].
+    pub times: Vec<[f64; 2]>,
 }
 
 /// Buffer lengths every slot needs (the maximum over the model's layers).
@@ -27,6 +32,9 @@ pub(crate) struct ScratchSizes {
     pub xpad: usize,
     pub apack: usize,
     pub offs: usize,
+    pub grad: usize,
+    /// Number of ops (length of `times`).
+    pub ops: usize,
 }
 
 /// Scratch slots indexed by [`ComputePool::slot`]. The mutex is never
@@ -54,6 +62,25 @@ impl Slots {
             }
             if s.offs.len() < sz.offs {
                 s.offs.resize(sz.offs, 0);
+            }
+            if s.grad.len() < sz.grad {
+                s.grad.resize(sz.grad, 0.0);
+            }
+            if s.times.len() < sz.ops {
+                s.times.resize(sz.ops, [0.0; 2]);
+            }
+        }
+    }
+
+    /// Adds every slot's per-op times into `out` (indexed like `times`) and
+    /// resets them.
+    pub fn take_times(&mut self, out: &mut [[f64; 2]]) {
+        for s in &mut self.0 {
+            let s = s.get_mut().unwrap_or_else(PoisonError::into_inner);
+            for (o, t) in out.iter_mut().zip(&mut s.times) {
+                o[0] += t[0];
+                o[1] += t[1];
+                *t = [0.0; 2];
             }
         }
     }
