@@ -542,14 +542,7 @@ impl Model {
         input: ArrayView4<'_, f32>,
         labels: &[u8],
     ) -> Result<BatchStats> {
-        let batch = self.check_input(&input, Some(labels))?;
-        self.prepare(pool, batch, &input);
-        Ok(pool.install(|| {
-            self.forward(pool, &input, batch);
-            let stats = self.loss(labels, true);
-            self.backward(pool, &input, batch);
-            stats
-        }))
+        self.run_batch(pool, input, labels, true)
     }
 
     /// Forward only: loss and accuracy of a batch (gradients untouched).
@@ -559,11 +552,27 @@ impl Model {
         input: ArrayView4<'_, f32>,
         labels: &[u8],
     ) -> Result<BatchStats> {
+        self.run_batch(pool, input, labels, false)
+    }
+
+    /// Forward and loss on a labelled batch, then, when `train`, the
+    /// gradient of the loss and the backward pass.
+    fn run_batch(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+        labels: &[u8],
+        train: bool,
+    ) -> Result<BatchStats> {
         let batch = self.check_input(&input, Some(labels))?;
         self.prepare(pool, batch, &input);
         Ok(pool.install(|| {
             self.forward(pool, &input, batch);
-            self.loss(labels, false)
+            let stats = self.loss(labels, train);
+            if train {
+                self.backward(pool, &input, batch);
+            }
+            stats
         }))
     }
 
