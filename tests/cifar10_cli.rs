@@ -6,29 +6,17 @@
 //! The example is built by `cargo test` into `target/<profile>/examples/`;
 //! every launch is killed after a timeout so a hang fails the test.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::output_text;
 use ringsgd::data::synthetic;
 
-const TIMEOUT_S: &str = "180";
+const TIMEOUT_S: u32 = 180;
 /// Small enough for debug builds on 2 cores: two conv layers, 16 channels.
 const MODEL: &str = "conv3x3(8,p1) relu maxpool2 conv3x3(16,p1) relu maxpool2 flatten linear(10)";
-
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = dir.join("examples").join("cifar10");
-    assert!(
-        path.is_file(),
-        "{} not found: `cargo test` builds the examples (or run `cargo build --examples`)",
-        path.display()
-    );
-    path
-}
 
 /// A fresh scratch folder under the target dir.
 fn scratch(name: &str) -> PathBuf {
@@ -46,38 +34,17 @@ fn data(dir: &Path) -> PathBuf {
 /// Runs the example on `np` MPI ranks (0: standalone, no mpirun). Built
 /// without the `mpi` feature, the ranks are threads (`--local-ranks`).
 fn run(np: usize, args: &[&str]) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "10", TIMEOUT_S]);
-    let np_s = np.to_string();
+    let mut cmd = common::with_timeout(TIMEOUT_S);
     let mpi = cfg!(feature = "mpi");
     if np > 0 && mpi {
-        cmd.args([
-            "mpirun",
-            "-np",
-            &np_s,
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-        ]);
+        common::add_mpirun(&mut cmd, np).args(["--bind-to", "none"]);
     }
-    cmd.arg(example()).args(args);
+    cmd.arg(common::example("cifar10")).args(args);
     if np > 0 && !mpi {
-        cmd.args(["--local-ranks", &np_s]);
+        cmd.args(["--local-ranks", &np.to_string()]);
     }
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_mpi_yield_when_idle", "1")
-        .env("RUST_LOG", "warn");
+    common::set_ompi_env(&mut cmd).env("RUST_LOG", "warn");
     cmd.output().expect("start timeout/mpirun")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(np: usize, args: &[&str]) -> String {
@@ -85,7 +52,7 @@ fn ok(np: usize, args: &[&str]) -> String {
     assert!(
         out.status.success(),
         "np={np} {args:?} failed:\n{}",
-        text(&out)
+        output_text(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -93,14 +60,14 @@ fn ok(np: usize, args: &[&str]) -> String {
 /// Runs and expects a clean failure whose output contains `needle`.
 fn fails_with(np: usize, args: &[&str], needle: &str) {
     let out = run(np, args);
-    let all = text(&out);
+    let all = output_text(&out);
     let code = out.status.code();
     assert!(
         code.is_some() && code != Some(0),
         "expected a failure:\n{all}"
     );
     assert!(
-        !matches!(code, Some(124) | Some(137)),
+        !common::timed_out(&out),
         "killed by the timeout (hang?):\n{all}"
     );
     assert!(

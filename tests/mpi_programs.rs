@@ -13,8 +13,12 @@
 //! reported as ignored, with that reason. With the feature on, a missing
 //! `mpirun` is a failure.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use common::example;
 
 const TIMEOUT_S: u32 = 120;
 
@@ -33,48 +37,20 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `target/<profile>/examples/<name>`, found from this test's own path
-/// (`target/<profile>/deps/mpi_programs-<hash>`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: `cargo test` builds the examples; if you ran a single test \
-         target, run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
-
 fn mpi_command(np: usize, transport: Transport) -> Command {
     assert!(
         find_in_path("mpirun").is_some(),
         "mpirun not found in PATH, but the `mpi` feature is on: install Open MPI \
          (./.ci/deps does it) or test with --no-default-features"
     );
-    let mut cmd = Command::new("timeout");
-    cmd.args([
-        "-k",
-        "10",
-        &TIMEOUT_S.to_string(),
-        "mpirun",
-        "-np",
-        &np.to_string(),
-        "--oversubscribe",
-    ]);
+    let mut cmd = common::with_timeout(TIMEOUT_S);
+    common::add_mpirun(&mut cmd, np);
     set_mpi_env(&mut cmd, transport);
     cmd
 }
 
 fn set_mpi_env(cmd: &mut Command, transport: Transport) {
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_mpi_yield_when_idle", "1");
+    common::set_ompi_env(cmd);
     match transport {
         Transport::Default => {
             cmd.env_remove("OMPI_MCA_btl");
@@ -87,15 +63,13 @@ fn set_mpi_env(cmd: &mut Command, transport: Transport) {
 }
 
 fn check_output(what: &str, out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => stdout,
-        Some(124) | Some(137) => panic!(
-            "{what}: killed after {TIMEOUT_S} s (deadlock?)\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-        ),
-        code => panic!("{what}: exit status {code:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"),
-    }
+    let all = common::output_text(&out);
+    assert!(
+        !common::timed_out(&out),
+        "{what}: killed after {TIMEOUT_S} s (deadlock?)\n{all}"
+    );
+    assert!(out.status.success(), "{what}: failed\n{all}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `name` on `np` ranks; returns its stdout.
@@ -110,11 +84,21 @@ fn mpirun(name: &str, np: usize, transport: Transport, args: &[&str]) -> String 
     check_output(&what, out)
 }
 
+/// Runs `name` on `np` ranks and checks that it reports all its `checks`
+/// passed.
+fn passes(name: &str, checks: usize, np: usize, transport: Transport) {
+    let out = mpirun(name, np, transport, &[]);
+    assert!(
+        out.contains(&format!("all {checks} checks passed on {np} rank(s)")),
+        "{out}"
+    );
+}
+
 /// Runs `name` without mpirun: a one-rank MPI world.
 fn standalone(name: &str) -> String {
     let exe = example(name);
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "10", &TIMEOUT_S.to_string()]).arg(&exe);
+    let mut cmd = common::with_timeout(TIMEOUT_S);
+    cmd.arg(&exe);
     set_mpi_env(&mut cmd, Transport::Default);
     let out = cmd
         .output()
@@ -129,11 +113,7 @@ fn standalone(name: &str) -> String {
 )]
 fn allreduce_programs_on_1_to_4_ranks_over_shared_memory() {
     for np in 1..=4 {
-        let out = mpirun("mpi_allreduce", np, Transport::Default, &[]);
-        assert!(
-            out.contains(&format!("all 4 checks passed on {np} rank(s)")),
-            "{out}"
-        );
+        passes("mpi_allreduce", 4, np, Transport::Default);
     }
 }
 
@@ -143,8 +123,7 @@ fn allreduce_programs_on_1_to_4_ranks_over_shared_memory() {
     ignore = "built without the `mpi` feature: the MPI test programs are not built"
 )]
 fn allreduce_program_over_tcp() {
-    let out = mpirun("mpi_allreduce", 3, Transport::Tcp, &[]);
-    assert!(out.contains("all 4 checks passed on 3 rank(s)"), "{out}");
+    passes("mpi_allreduce", 4, 3, Transport::Tcp);
 }
 
 #[test]
@@ -154,14 +133,9 @@ fn allreduce_program_over_tcp() {
 )]
 fn communicator_programs_on_1_to_4_ranks_and_over_tcp() {
     for np in 1..=4 {
-        let out = mpirun("mpi_comm", np, Transport::Default, &[]);
-        assert!(
-            out.contains(&format!("all 6 checks passed on {np} rank(s)")),
-            "{out}"
-        );
+        passes("mpi_comm", 6, np, Transport::Default);
     }
-    let out = mpirun("mpi_comm", 2, Transport::Tcp, &[]);
-    assert!(out.contains("all 6 checks passed on 2 rank(s)"), "{out}");
+    passes("mpi_comm", 6, 2, Transport::Tcp);
 }
 
 #[test]
@@ -171,14 +145,9 @@ fn communicator_programs_on_1_to_4_ranks_and_over_tcp() {
 )]
 fn mismatched_lengths_are_an_error_on_every_rank_under_mpi() {
     for np in 2..=4 {
-        let out = mpirun("mpi_mismatch", np, Transport::Default, &[]);
-        assert!(
-            out.contains(&format!("all 3 checks passed on {np} rank(s)")),
-            "{out}"
-        );
+        passes("mpi_mismatch", 3, np, Transport::Default);
     }
-    let out = mpirun("mpi_mismatch", 2, Transport::Tcp, &[]);
-    assert!(out.contains("all 3 checks passed on 2 rank(s)"), "{out}");
+    passes("mpi_mismatch", 3, 2, Transport::Tcp);
 }
 
 #[test]

@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    broadcast_mismatch, check_peer, length_mismatch, segment_count, segment_range, Communicator,
-    SegmentSink,
+    check_broadcast_headers, check_peer, length_mismatch, segment_count, segment_range,
+    Communicator, SegmentSink,
 };
 use crate::error::{Error, Result};
 
@@ -350,11 +350,7 @@ impl LocalComm {
     /// Shared part of the two broadcasts: agree on (length, root).
     fn broadcast_check(&self, op: &str, root: usize, len: usize) -> Result<()> {
         let all = self.coll_allgather_u64(&[len as u64, root as u64])?;
-        let headers: Vec<(u64, u64)> = all.chunks_exact(2).map(|h| (h[0], h[1])).collect();
-        if let Some(e) = broadcast_mismatch(op, &headers) {
-            return Err(e);
-        }
-        check_peer(self, root, &format!("{op} root"))
+        check_broadcast_headers(self, op, root, &all)
     }
 }
 

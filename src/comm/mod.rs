@@ -157,39 +157,64 @@ pub(crate) fn segment_range(len: usize, segment_len: usize, k: usize) -> std::op
     start..end
 }
 
+/// Checks a broadcast's `(length, root)` headers gathered from every rank,
+/// flat (`all[2r]`, `all[2r + 1]` from rank `r`): every rank must pass the
+/// same, and the root must be a rank of `comm`.
+pub(crate) fn check_broadcast_headers(
+    comm: &dyn Communicator,
+    op: &str,
+    root: usize,
+    all: &[u64],
+) -> Result<()> {
+    let headers: Vec<(u64, u64)> = all.chunks_exact(2).map(|h| (h[0], h[1])).collect();
+    if let Some(e) = broadcast_mismatch(op, &headers) {
+        return Err(e);
+    }
+    check_peer(comm, root, &format!("{op} root"))
+}
+
 /// Builds the [`Error::RankMismatch`] raised when ranks disagree on the
 /// length (and root) of a broadcast. `headers[r] = (len, root)` of rank `r`.
-pub(crate) fn broadcast_mismatch(op: &str, headers: &[(u64, u64)]) -> Option<Error> {
-    let first = headers.first()?;
-    if headers.iter().all(|h| h == first) {
-        return None;
-    }
-    let detail: Vec<String> = headers
-        .iter()
-        .enumerate()
-        .map(|(r, (len, root))| format!("rank {r}: length {len}, root {root}"))
-        .collect();
-    Some(Error::RankMismatch(format!(
-        "{op}: ranks passed different lengths or roots ({})",
-        detail.join("; ")
-    )))
+fn broadcast_mismatch(op: &str, headers: &[(u64, u64)]) -> Option<Error> {
+    rank_mismatch(
+        op,
+        "different lengths or roots",
+        "; ",
+        headers,
+        |(len, root)| format!("length {len}, root {root}"),
+    )
 }
 
 /// Builds the [`Error::RankMismatch`] raised when ranks pass buffers of
 /// different lengths to a native allreduce.
 pub(crate) fn length_mismatch(op: &str, lens: &[u64]) -> Option<Error> {
-    let first = lens.first()?;
-    if lens.iter().all(|l| l == first) {
+    rank_mismatch(op, "buffers of different lengths", ", ", lens, |l| {
+        l.to_string()
+    })
+}
+
+/// `None` when every rank passed the same value (`values[r]` from rank
+/// `r`), else the [`Error::RankMismatch`] naming what `what` differs and
+/// each rank's value, shown by `show` and joined by `sep`.
+fn rank_mismatch<T: PartialEq>(
+    op: &str,
+    what: &str,
+    sep: &str,
+    values: &[T],
+    show: impl Fn(&T) -> String,
+) -> Option<Error> {
+    let first = values.first()?;
+    if values.iter().all(|v| v == first) {
         return None;
     }
-    let detail: Vec<String> = lens
+    let detail: Vec<String> = values
         .iter()
         .enumerate()
-        .map(|(r, l)| format!("rank {r}: {l}"))
+        .map(|(r, v)| format!("rank {r}: {}", show(v)))
         .collect();
     Some(Error::RankMismatch(format!(
-        "{op}: ranks passed buffers of different lengths ({})",
-        detail.join(", ")
+        "{op}: ranks passed {what} ({})",
+        detail.join(sep)
     )))
 }
 

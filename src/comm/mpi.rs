@@ -31,8 +31,8 @@ use mpi::traits::{Communicator as _, CommunicatorCollectives, Destination, Root,
 use mpi::Threading;
 
 use super::{
-    broadcast_mismatch, check_peer, length_mismatch, segment_count, segment_range, Communicator,
-    SegmentSink,
+    check_broadcast_headers, check_peer, length_mismatch, segment_count, segment_range,
+    Communicator, SegmentSink,
 };
 use crate::error::{Error, Result};
 
@@ -243,11 +243,7 @@ impl MpiComm {
         let mine = [len as u64, root as u64];
         let mut all = vec![0u64; 2 * self.size];
         self.comm.all_gather_into(&mine[..], &mut all[..]);
-        let headers: Vec<(u64, u64)> = all.chunks_exact(2).map(|h| (h[0], h[1])).collect();
-        if let Some(e) = broadcast_mismatch(op, &headers) {
-            return Err(e);
-        }
-        check_peer(self, root, &format!("{op} root"))?;
+        check_broadcast_headers(self, op, root, &all)?;
         mpi_count(len, op)?;
         Ok(())
     }

@@ -153,20 +153,7 @@ pub(crate) fn gemm(
     ldc: usize,
     accumulate: bool,
 ) {
-    assert_eq!(a.cols(), b.rows, "gemm: inner dimensions differ");
-    let (m, n) = (a.rows(), b.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        ldc >= n && (m - 1) * ldc + n <= c.len(),
-        "gemm: C too small"
-    );
-    match detect() {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, false),
-        Isa::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate, false),
-    }
+    gemm_checked(ws, a, b, c, ldc, accumulate, false)
 }
 
 /// Like [`gemm`] but stores the product transposed: `C = A·B` goes to
@@ -180,19 +167,35 @@ pub(crate) fn gemm_ct(
     ldct: usize,
     accumulate: bool,
 ) {
+    gemm_checked(ws, a, b, ct, ldct, accumulate, true)
+}
+
+/// [`gemm`] (or, when `trans_c`, [`gemm_ct`]) after checking the shapes,
+/// on the best kernel this CPU has.
+fn gemm_checked(
+    ws: &mut GemmWorkspace,
+    a: impl PackA,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    trans_c: bool,
+) {
     assert_eq!(a.cols(), b.rows, "gemm: inner dimensions differ");
     let (m, n) = (a.rows(), b.cols);
     if m == 0 || n == 0 {
         return;
     }
+    // C's rows and columns as stored.
+    let (rows, cols) = if trans_c { (n, m) } else { (m, n) };
     assert!(
-        ldct >= m && (n - 1) * ldct + m <= ct.len(),
+        ldc >= cols && (rows - 1) * ldc + cols <= c.len(),
         "gemm: C too small"
     );
     match detect() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, ct, ldct, accumulate, true),
-        Isa::Portable => gemm_with(Portable, ws, a, b, ct, ldct, accumulate, true),
+        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
+        Isa::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate, trans_c),
     }
 }
 

@@ -35,6 +35,28 @@ pub struct TensorInfo {
     pub len: usize,
 }
 
+/// The tensors of layer `layer` (`conv1`, `fc2`, ...) placed at `offset`:
+/// `{layer}.weight` of `weight_shape` (outputs first, as in PyTorch), then
+/// `{layer}.bias`, one per output.
+fn weight_and_bias(layer: &str, weight_shape: Vec<usize>, offset: usize) -> [TensorInfo; 2] {
+    let outputs = weight_shape[0];
+    let len = weight_shape.iter().product();
+    [
+        TensorInfo {
+            name: format!("{layer}.weight"),
+            shape: weight_shape,
+            offset,
+            len,
+        },
+        TensorInfo {
+            name: format!("{layer}.bias"),
+            shape: vec![outputs],
+            offset: offset + len,
+            len: outputs,
+        },
+    ]
+}
+
 /// Shape of an activation: `[C, H, W]` per image, or flat features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shape {
@@ -320,22 +342,16 @@ impl Model {
                         ow: (w + 2 * padding - kw) / stride + 1,
                     };
                     nconv += 1;
+                    let name = format!("conv{nconv}");
                     let wlen = out_channels * c * kh * kw;
-                    tensors.push(TensorInfo {
-                        name: format!("conv{nconv}.weight"),
-                        shape: vec![out_channels, c, kh, kw],
-                        offset: nparams,
-                        len: wlen,
-                    });
-                    tensors.push(TensorInfo {
-                        name: format!("conv{nconv}.bias"),
-                        shape: vec![out_channels],
-                        offset: nparams + wlen,
-                        len: out_channels,
-                    });
+                    tensors.extend(weight_and_bias(
+                        &name,
+                        vec![out_channels, c, kh, kw],
+                        nparams,
+                    ));
                     shape = Shape::Chw(out_channels, g.oh, g.ow);
                     ops.push(Op {
-                        name: format!("conv{nconv}"),
+                        name,
                         kind: OpKind::Conv(g),
                         relu: false,
                         in_size,
@@ -357,21 +373,11 @@ impl Model {
                         return Err(Error::shape(lname, "output features must be >= 1"));
                     }
                     nfc += 1;
+                    let name = format!("fc{nfc}");
                     let wlen = out_features * fin;
-                    tensors.push(TensorInfo {
-                        name: format!("fc{nfc}.weight"),
-                        shape: vec![out_features, fin],
-                        offset: nparams,
-                        len: wlen,
-                    });
-                    tensors.push(TensorInfo {
-                        name: format!("fc{nfc}.bias"),
-                        shape: vec![out_features],
-                        offset: nparams + wlen,
-                        len: out_features,
-                    });
+                    tensors.extend(weight_and_bias(&name, vec![out_features, fin], nparams));
                     ops.push(Op {
-                        name: format!("fc{nfc}"),
+                        name,
                         kind: OpKind::Linear {
                             fin,
                             fout: out_features,
@@ -545,14 +551,7 @@ impl Model {
         input: ArrayView4<'_, f32>,
         labels: &[u8],
     ) -> Result<BatchStats> {
-        let batch = self.check_input(&input, Some(labels))?;
-        self.prepare(pool, batch, &input);
-        Ok(pool.install(|| {
-            self.forward(pool, &input, batch);
-            let stats = self.loss(labels, true);
-            self.backward(pool, &input, batch);
-            stats
-        }))
+        self.run_batch(pool, input, labels, true)
     }
 
     /// Forward only: loss and accuracy of a batch (gradients untouched).
@@ -562,11 +561,27 @@ impl Model {
         input: ArrayView4<'_, f32>,
         labels: &[u8],
     ) -> Result<BatchStats> {
+        self.run_batch(pool, input, labels, false)
+    }
+
+    /// Forward and loss on a labelled batch, then, when `train`, the
+    /// gradient of the loss and the backward pass.
+    fn run_batch(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+        labels: &[u8],
+        train: bool,
+    ) -> Result<BatchStats> {
         let batch = self.check_input(&input, Some(labels))?;
         self.prepare(pool, batch, &input);
         Ok(pool.install(|| {
             self.forward(pool, &input, batch);
-            self.loss(labels, false)
+            let stats = self.loss(labels, train);
+            if train {
+                self.backward(pool, &input, batch);
+            }
+            stats
         }))
     }
 

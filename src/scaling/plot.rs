@@ -14,6 +14,8 @@
 
 use std::collections::BTreeSet;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -24,9 +26,13 @@ use super::projection::{ModelReport, Scenario};
 use super::summary::Algorithm;
 use crate::error::{Error, Result};
 
-type PlotResult = std::result::Result<(), Box<dyn std::error::Error>>;
+/// What drawing with plotters gives: its errors are boxed until [`render`]
+/// makes them the crate's.
+type Drawn<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+type PlotResult = Drawn<()>;
 
 const FONT: &str = "sans-serif";
+const EQUIVALENT_CORES: &str = "equivalent cores (nodes x cores per rank)";
 const GRAY: RGBColor = RGBColor(150, 150, 150);
 
 fn alg_color(a: Algorithm) -> RGBColor {
@@ -95,6 +101,10 @@ fn log_label(x: &f64) -> String {
     }
 }
 
+fn percent_label(y: &f64) -> String {
+    format!("{:.0}%", y * 100.0)
+}
+
 fn cores_word(c: usize) -> &'static str {
     if c == 1 {
         "core"
@@ -109,6 +119,120 @@ fn algorithms(rows: &[ScalingRow]) -> Vec<Algorithm> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
+}
+
+type Chart<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;
+type LinChart<'a, DB> = Chart<'a, DB, RangedCoordf64, RangedCoordf64>;
+
+/// How a panel's x axis is ticked.
+#[derive(Clone, Copy)]
+enum Ticks {
+    /// Whole numbers up to this many nodes or cores.
+    Whole(usize),
+    /// A log scale labelled by [`log_label`], without minor grid lines.
+    Log,
+}
+
+/// What sets one panel apart; margins, fonts and the rest are shared.
+struct Panel<'a> {
+    caption: &'a str,
+    caption_size: u32,
+    y_label_area: u32,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    /// Vertical grid lines (off between the bars of a bar chart).
+    x_grid: bool,
+    /// Y tick labels as percentages of 1.
+    percent: bool,
+}
+
+impl Default for Panel<'_> {
+    fn default() -> Self {
+        Panel {
+            caption: "",
+            caption_size: 16,
+            y_label_area: 45,
+            x_desc: "",
+            y_desc: "",
+            x_grid: true,
+            percent: false,
+        }
+    }
+}
+
+impl Panel<'_> {
+    /// The panel's chart on `area` over `x` by `y`, with its grid and axes
+    /// drawn.
+    fn chart<'a, DB, X, Y>(
+        &self,
+        area: &'a DrawingArea<DB, plotters::coord::Shift>,
+        ticks: Ticks,
+        x: X,
+        y: Y,
+    ) -> Drawn<Chart<'a, DB, X::CoordDescType, Y::CoordDescType>>
+    where
+        DB: DrawingBackend + 'a,
+        DB::ErrorType: 'static,
+        X: AsRangedCoord<Value = f64>,
+        Y: AsRangedCoord<Value = f64>,
+        X::CoordDescType: ValueFormatter<f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.caption, (FONT, self.caption_size))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(self.y_label_area)
+            .build_cartesian_2d(x, y)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(self.x_desc).y_desc(self.y_desc);
+        match ticks {
+            Ticks::Whole(max) => mesh.x_labels(max + 2).x_label_formatter(&int_label),
+            Ticks::Log => mesh.light_line_style(WHITE).x_label_formatter(&log_label),
+        };
+        if !self.x_grid {
+            mesh.disable_x_mesh();
+        }
+        if self.percent {
+            mesh.y_label_formatter(&percent_label);
+        }
+        mesh.draw()?;
+        Ok(chart)
+    }
+}
+
+/// Draws the labels of `chart`'s series at `position`.
+fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+) -> PlotResult
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, font_size))
+        .draw()?;
+    Ok(())
+}
+
+/// A gray dashed guide from `from` to `to`: ideal speedup, efficiency levels.
+fn guide(
+    from: (f64, f64),
+    to: (f64, f64),
+) -> DashedLineSeries<std::vec::IntoIter<(f64, f64)>, i32> {
+    DashedLineSeries::new(vec![from, to], 6, 4, GRAY.stroke_width(1))
+}
+
+/// The legend's sample of a [`guide`].
+fn guide_key((x, y): (i32, i32)) -> PathElement<(i32, i32)> {
+    PathElement::new(vec![(x, y), (x + 18, y)], GRAY)
 }
 
 /// Time per step against nodes, stacked compute / wait / allreduce / other.
@@ -142,20 +266,20 @@ pub fn time_vs_nodes_svg(rows: &[ScalingRow]) -> Result<String> {
                 .fold(0.0, f64::max)
                 .max(1e-3)
                 * 1.15;
-            let mut chart = ChartBuilder::on(area)
-                .caption(alg.label(), (FONT, 16))
-                .margin(10)
-                .x_label_area_size(35)
-                .y_label_area_size(55)
-                .build_cartesian_2d(0.4f64..max_nodes as f64 + 0.6, 0f64..y_max)?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_labels(max_nodes + 2)
-                .x_label_formatter(&int_label)
-                .x_desc("nodes")
-                .y_desc("ms per step")
-                .draw()?;
+            let panel = Panel {
+                caption: alg.label(),
+                y_label_area: 55,
+                x_desc: "nodes",
+                y_desc: "ms per step",
+                x_grid: false,
+                ..Panel::default()
+            };
+            let mut chart = panel.chart(
+                area,
+                Ticks::Whole(max_nodes),
+                0.4f64..max_nodes as f64 + 0.6,
+                0f64..y_max,
+            )?;
             let width = 0.8 / cores.len().max(1) as f64;
             for r in &mine {
                 let i = cores
@@ -195,13 +319,7 @@ pub fn time_vs_nodes_svg(rows: &[ScalingRow]) -> Result<String> {
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT, 12))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 12)?;
         }
         Ok(())
     })
@@ -209,10 +327,7 @@ pub fn time_vs_nodes_svg(rows: &[ScalingRow]) -> Result<String> {
 
 /// A series of `(x, y)` points as a line with markers, labelled.
 fn line_with_points<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
+    chart: &mut LinChart<'_, DB>,
     points: Vec<(f64, f64)>,
     color: RGBColor,
     label: String,
@@ -238,6 +353,103 @@ where
     Ok(())
 }
 
+/// One line per algorithm and cores per rank through the rows' `point`s,
+/// in the algorithm's color, lighter the more cores, labelled by `label`.
+fn line_per_configuration<DB: DrawingBackend>(
+    chart: &mut LinChart<'_, DB>,
+    rows: &[ScalingRow],
+    point: impl Fn(&ScalingRow) -> Option<(f64, f64)>,
+    label: impl Fn(Algorithm, usize) -> String,
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    for alg in algorithms(rows) {
+        let cores: BTreeSet<usize> = rows
+            .iter()
+            .filter(|r| r.algorithm() == alg)
+            .map(|r| r.cores_per_rank())
+            .collect();
+        for (i, &c) in cores.iter().enumerate() {
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.algorithm() == alg && r.cores_per_rank() == c)
+                .filter_map(&point)
+                .collect();
+            line_with_points(
+                chart,
+                pts,
+                shade(alg_color(alg), i, cores.len()),
+                label(alg, c),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// "1 node x k cores": the one-node rows' `value` against cores per rank,
+/// of ring or, where ring was not run, the first algorithm that was.
+fn one_node_line<DB: DrawingBackend>(
+    chart: &mut LinChart<'_, DB>,
+    rows: &[ScalingRow],
+    value: impl Fn(&ScalingRow) -> Option<f64>,
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    let algs = algorithms(rows);
+    let alg = if algs.contains(&Algorithm::Ring) {
+        Some(Algorithm::Ring)
+    } else {
+        algs.first().copied()
+    };
+    if let Some(a) = alg {
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.algorithm() == a && r.nodes() == 1)
+            .filter_map(|r| value(r).map(|v| (r.cores_per_rank() as f64, v)))
+            .collect();
+        line_with_points(chart, pts, BLACK, "1 node x k cores".into())?;
+    }
+    Ok(())
+}
+
+/// A panel of speedup against a count up to `max`: nodes or equivalent
+/// cores.
+fn speedup_panel<'a, DB>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    x_desc: &str,
+    max: usize,
+    y_max: f64,
+) -> Drawn<LinChart<'a, DB>>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+{
+    let panel = Panel {
+        caption,
+        x_desc,
+        y_desc: "speedup",
+        ..Panel::default()
+    };
+    panel.chart(area, Ticks::Whole(max), 0.8..max as f64 + 0.2, 0.0..y_max)
+}
+
+/// The ideal speedup, `max` at `max`, labelled `label`.
+fn ideal_speedup<DB>(chart: &mut LinChart<'_, DB>, max: usize, label: &str) -> PlotResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let top = max as f64;
+    chart
+        .draw_series(guide((1.0, 1.0), (top, top)))?
+        .label(label)
+        .legend(guide_key);
+    Ok(())
+}
+
 /// Speedup against nodes beside speedup against equivalent cores.
 pub fn speedup_svg(rows: &[ScalingRow]) -> Result<String> {
     let algs = algorithms(rows);
@@ -256,92 +468,26 @@ pub fn speedup_svg(rows: &[ScalingRow]) -> Result<String> {
             * 1.1;
 
         // Left: speedup against nodes, one line per algorithm and cores/rank.
-        let mut chart = ChartBuilder::on(&left)
-            .caption("adding nodes", (FONT, 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0.8f64..max_nodes as f64 + 0.2, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_labels(max_nodes + 2)
-            .x_label_formatter(&int_label)
-            .x_desc("nodes")
-            .y_desc("speedup")
-            .draw()?;
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(1.0, 1.0), (max_nodes as f64, max_nodes as f64)],
-                6,
-                4,
-                GRAY.stroke_width(1),
-            ))?
-            .label("ideal (nodes)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GRAY));
-        for &alg in &algs {
-            let cores: BTreeSet<usize> = rows
-                .iter()
-                .filter(|r| r.algorithm() == alg)
-                .map(|r| r.cores_per_rank())
-                .collect();
-            for (i, &c) in cores.iter().enumerate() {
-                let pts: Vec<(f64, f64)> = rows
-                    .iter()
-                    .filter(|r| r.algorithm() == alg && r.cores_per_rank() == c)
-                    .filter_map(|r| r.speedup.map(|s| (r.nodes() as f64, s)))
-                    .collect();
-                line_with_points(
-                    &mut chart,
-                    pts,
-                    shade(alg_color(alg), i, cores.len()),
-                    format!("{}, {c} {}/rank", alg.label(), cores_word(c)),
-                )?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        let mut chart = speedup_panel(&left, "adding nodes", "nodes", max_nodes, y_max)?;
+        ideal_speedup(&mut chart, max_nodes, "ideal (nodes)")?;
+        line_per_configuration(
+            &mut chart,
+            rows,
+            |r| r.speedup.map(|s| (r.nodes() as f64, s)),
+            |alg, c| format!("{}, {c} {}/rank", alg.label(), cores_word(c)),
+        )?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 12)?;
 
         // Right: k nodes x 1 core against 1 node x k cores.
-        let mut chart = ChartBuilder::on(&right)
-            .caption("nodes vs the same number of cores", (FONT, 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0.8f64..max_eq as f64 + 0.2, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_labels(max_eq + 2)
-            .x_label_formatter(&int_label)
-            .x_desc("equivalent cores (nodes x cores per rank)")
-            .y_desc("speedup")
-            .draw()?;
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(1.0, 1.0), (max_eq as f64, max_eq as f64)],
-                6,
-                4,
-                GRAY.stroke_width(1),
-            ))?
-            .label("ideal")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GRAY));
-        let cores_alg = if algs.contains(&Algorithm::Ring) {
-            Some(Algorithm::Ring)
-        } else {
-            algs.first().copied()
-        };
-        if let Some(a) = cores_alg {
-            let pts: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.algorithm() == a && r.nodes() == 1)
-                .filter_map(|r| r.speedup.map(|s| (r.cores_per_rank() as f64, s)))
-                .collect();
-            line_with_points(&mut chart, pts, BLACK, "1 node x k cores".into())?;
-        }
+        let mut chart = speedup_panel(
+            &right,
+            "nodes vs the same number of cores",
+            EQUIVALENT_CORES,
+            max_eq,
+            y_max,
+        )?;
+        ideal_speedup(&mut chart, max_eq, "ideal")?;
+        one_node_line(&mut chart, rows, |r| r.speedup)?;
         for &alg in &algs {
             let pts: Vec<(f64, f64)> = rows
                 .iter()
@@ -355,91 +501,41 @@ pub fn speedup_svg(rows: &[ScalingRow]) -> Result<String> {
                 format!("k nodes x 1 core, {}", alg.label()),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 12)?;
         Ok(())
     })
 }
 
 /// Efficiency (speedup / equivalent cores) against equivalent cores.
 pub fn efficiency_svg(rows: &[ScalingRow]) -> Result<String> {
-    let algs = algorithms(rows);
     render("efficiency.svg", (700, 460), |root| {
         let max_eq = rows.iter().map(|r| r.equivalent_cores()).max().unwrap_or(1);
         let y_max = rows.iter().filter_map(|r| r.efficiency).fold(1.0, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "Efficiency = speedup / (nodes x cores per rank)",
-                (FONT, 18),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.8f64..max_eq as f64 + 0.2, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_labels(max_eq + 2)
-            .x_label_formatter(&int_label)
-            .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-            .x_desc("equivalent cores (nodes x cores per rank)")
-            .y_desc("efficiency")
-            .draw()?;
+        let panel = Panel {
+            caption: "Efficiency = speedup / (nodes x cores per rank)",
+            caption_size: 18,
+            y_label_area: 50,
+            x_desc: EQUIVALENT_CORES,
+            y_desc: "efficiency",
+            percent: true,
+            ..Panel::default()
+        };
+        let x_end = max_eq as f64 + 0.2;
+        let mut chart = panel.chart(root, Ticks::Whole(max_eq), 0.8f64..x_end, 0f64..y_max)?;
         for (level, name) in [(0.9, "90%"), (0.5, "50%")] {
             chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(0.8, level), (max_eq as f64 + 0.2, level)],
-                    6,
-                    4,
-                    GRAY.stroke_width(1),
-                ))?
+                .draw_series(guide((0.8, level), (x_end, level)))?
                 .label(name)
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GRAY));
+                .legend(guide_key);
         }
-        if let Some(&a) = algs.first() {
-            let a = if algs.contains(&Algorithm::Ring) {
-                Algorithm::Ring
-            } else {
-                a
-            };
-            let pts: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.algorithm() == a && r.nodes() == 1)
-                .filter_map(|r| r.efficiency.map(|e| (r.cores_per_rank() as f64, e)))
-                .collect();
-            line_with_points(&mut chart, pts, BLACK, "1 node x k cores".into())?;
-        }
-        for &alg in &algs {
-            let cores: BTreeSet<usize> = rows
-                .iter()
-                .filter(|r| r.algorithm() == alg)
-                .map(|r| r.cores_per_rank())
-                .collect();
-            for (i, &c) in cores.iter().enumerate() {
-                let pts: Vec<(f64, f64)> = rows
-                    .iter()
-                    .filter(|r| r.algorithm() == alg && r.cores_per_rank() == c)
-                    .filter_map(|r| r.efficiency.map(|e| (r.equivalent_cores() as f64, e)))
-                    .collect();
-                line_with_points(
-                    &mut chart,
-                    pts,
-                    shade(alg_color(alg), i, cores.len()),
-                    format!("{}, nodes x {c} {}", alg.label(), cores_word(c)),
-                )?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        one_node_line(&mut chart, rows, |r| r.efficiency)?;
+        line_per_configuration(
+            &mut chart,
+            rows,
+            |r| r.efficiency.map(|e| (r.equivalent_cores() as f64, e)),
+            |alg, c| format!("{}, nodes x {c} {}", alg.label(), cores_word(c)),
+        )?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft, 12)?;
         Ok(())
     })
 }
@@ -464,14 +560,7 @@ fn curve_style(s: &Scenario, local: bool) -> (RGBColor, Dash, u32) {
     }
 }
 
-type LogChart<'a, DB> = ChartContext<
-    'a,
-    DB,
-    Cartesian2d<
-        plotters::coord::combinators::LogCoord<f64>,
-        plotters::coord::types::RangedCoordf64,
-    >,
->;
+type LogChart<'a, DB> = Chart<'a, DB, LogCoord<f64>, RangedCoordf64>;
 
 /// Draws `pts` in the given dash style and returns its annotation handle.
 fn draw_curve<'a, 'b, DB: DrawingBackend + 'a>(
@@ -530,26 +619,16 @@ pub fn model_svg(report: &ModelReport) -> Result<String> {
             .collect();
 
         // Speedup.
-        let mut chart = ChartBuilder::on(&left)
-            .caption("speedup T(1)/T(p)", (FONT, 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d((1f64..max_nodes).log_scale(), 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_label_formatter(&log_label)
-            .x_desc("nodes (log scale)")
-            .y_desc("speedup")
-            .draw()?;
+        let panel = Panel {
+            caption: "speedup T(1)/T(p)",
+            x_desc: "nodes (log scale)",
+            y_desc: "speedup",
+            ..Panel::default()
+        };
+        let x = (1f64..max_nodes).log_scale();
+        let mut chart = panel.chart(&left, Ticks::Log, x, 0f64..y_max)?;
         let ideal_top = max_nodes.min(y_max);
-        chart.draw_series(DashedLineSeries::new(
-            vec![(1.0, 1.0), (ideal_top, ideal_top)],
-            6,
-            4,
-            GRAY.stroke_width(1),
-        ))?;
+        chart.draw_series(guide((1.0, 1.0), (ideal_top, ideal_top)))?;
         for &(s, local) in &curves {
             let (color, dash, width) = curve_style(s, local);
             let pts = s
@@ -581,27 +660,18 @@ pub fn model_svg(report: &ModelReport) -> Result<String> {
 
         // Efficiency, with the legend (efficiency falls with p, so the upper
         // right is free).
-        let mut chart = ChartBuilder::on(&right)
-            .caption("efficiency S(p)/p; circle: first p under 50%", (FONT, 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d((1f64..max_nodes).log_scale(), 0f64..1.05)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_label_formatter(&log_label)
-            .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-            .x_desc("nodes (log scale)")
-            .y_desc("efficiency")
-            .draw()?;
+        let panel = Panel {
+            caption: "efficiency S(p)/p; circle: first p under 50%",
+            y_label_area: 50,
+            x_desc: "nodes (log scale)",
+            y_desc: "efficiency",
+            percent: true,
+            ..Panel::default()
+        };
+        let x = (1f64..max_nodes).log_scale();
+        let mut chart = panel.chart(&right, Ticks::Log, x, 0f64..1.05)?;
         for level in [0.9, 0.5] {
-            chart.draw_series(DashedLineSeries::new(
-                vec![(1.0, level), (max_nodes, level)],
-                6,
-                4,
-                GRAY.stroke_width(1),
-            ))?;
+            chart.draw_series(guide((1.0, level), (max_nodes, level)))?;
         }
         for &(s, local) in &curves {
             let (color, dash, width) = curve_style(s, local);
@@ -654,13 +724,7 @@ pub fn model_svg(report: &ModelReport) -> Result<String> {
                 ))
                 .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 11))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 11)?;
         Ok(())
     })
 }

@@ -1,6 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: scratch folders, and launching
+//! the example programs under `timeout` and `mpirun`.
+
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// A scratch folder under the system temp dir, unique per test process,
 /// removed on drop.
@@ -26,4 +31,60 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `target/<profile>/examples/<name>`, found from the test binary's own path
+/// (`target/<profile>/deps/<test>-<hash>`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: `cargo test` builds the examples; if you ran a single test \
+         target, run `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
+
+/// `timeout -k 10 <secs>`, to be followed by the program: a launch that
+/// hangs is killed, and fails its test instead of hanging CI.
+pub fn with_timeout(secs: u32) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "10", &secs.to_string()]);
+    cmd
+}
+
+/// Appends `mpirun -np <np> --oversubscribe`: more ranks than cores are
+/// allowed.
+pub fn add_mpirun(cmd: &mut Command, np: usize) -> &mut Command {
+    cmd.args(["mpirun", "-np", &np.to_string(), "--oversubscribe"])
+}
+
+/// Sets, for the child only, what Open MPI needs here: runs as root allowed
+/// (containers, CI), and idle ranks yielding their core (oversubscribed).
+pub fn set_ompi_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_mpi_yield_when_idle", "1")
+}
+
+/// Whether [`with_timeout`] killed the launch (exit status 124, or 137
+/// after SIGKILL).
+pub fn timed_out(out: &Output) -> bool {
+    matches!(out.status.code(), Some(124) | Some(137))
+}
+
+/// The exit status, stdout and stderr of a launch, for failure messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
