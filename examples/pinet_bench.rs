@@ -11,11 +11,6 @@
 //! processes used more than 3% of the CPUs is discarded and retried (at most
 //! 4 x runs attempts; if none is clean the median of all is printed and the
 //! `runs:` line says so).
-//! `--alternate 1,2` builds one model per listed core count and interleaves
-//! their steps round-robin (`--steps` x `--runs` rounds), so every count sees
-//! the same machine conditions; it prints each count's median step and the
-//! speedups over the first count (ratio of medians, median of per-round
-//! ratios), and last the images/s of the last count.
 //! `--profile` adds a per-layer table (forward/backward ms per step,
 //! GFLOP/s, share of the step), with backward FLOPs as computed (2x forward,
 //! 1x for the first layer, which needs no input gradient). The headline
@@ -37,8 +32,6 @@ struct Args {
     forward_only: bool,
     profile: bool,
     runs: usize,
-    /// `--alternate 1,2`: core counts whose steps are interleaved.
-    alternate: Vec<usize>,
 }
 
 /// Runs whose machine-wide CPU use by other processes exceeds this fraction
@@ -103,7 +96,6 @@ fn parse_args() -> Result<Args, String> {
         forward_only: false,
         profile: false,
         runs: 1,
-        alternate: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -120,21 +112,8 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = val("--runs")?,
             "--forward-only" => a.forward_only = true,
             "--profile" => a.profile = true,
-            "--alternate" => {
-                let v = it.next().ok_or("--alternate needs a value, e.g. 1,2")?;
-                a.alternate = v
-                    .split(',')
-                    .map(|c| match c.trim().parse::<usize>() {
-                        Ok(n) if n >= 1 => Ok(n),
-                        _ => Err(format!("--alternate: `{c}` is not a core count >= 1")),
-                    })
-                    .collect::<Result<_, _>>()?;
-                if a.alternate.len() < 2 {
-                    return Err("--alternate needs at least two core counts, e.g. 1,2".into());
-                }
-            }
             "-h" | "--help" => {
-                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--alternate 1,2]".into())
+                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile]".into())
             }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
@@ -173,9 +152,6 @@ fn flops_per_cycle() -> (f64, &'static str) {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    if !args.alternate.is_empty() {
-        return run_alternating(&args);
-    }
     let pool = ComputePool::new(args.cores)?;
     let mut model = Model::pinet(1)?;
     let bench = Bencher::new(&args);
@@ -376,67 +352,6 @@ impl Bencher {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// `--alternate 1,2`: one model per core count, their steps interleaved
-/// round-robin so every core count sees the same machine conditions (the
-/// machine may be shared and its speed drifts). Reports each count's median
-/// step and the speedups over the first count: the ratio of the medians and
-/// the median of the per-round ratios.
-fn run_alternating(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let bench = Bencher::new(args);
-    let mut arms = Vec::new();
-    for &c in &args.alternate {
-        let pool = ComputePool::new(c)?;
-        let model = Model::pinet(1)?;
-        let sgd = Sgd::new(bench.cfg, model.num_params())?;
-        arms.push((c, pool, model, sgd));
-    }
-    for (_, pool, model, sgd) in &mut arms {
-        for _ in 0..args.warmup {
-            bench.step(pool, model, sgd)?;
-        }
-    }
-    let rounds = args.steps * args.runs;
-    let mut times = vec![Vec::with_capacity(rounds); arms.len()];
-    for _ in 0..rounds {
-        for ((_, pool, model, sgd), t) in arms.iter_mut().zip(&mut times) {
-            let t0 = Instant::now();
-            bench.step(pool, model, sgd)?;
-            t.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    let mode = if args.forward_only {
-        "forward"
-    } else {
-        "train_step"
-    };
-    let base = median(&mut times[0].clone());
-    let mut ips = 0.0;
-    for (k, (c, ..)) in arms.iter().enumerate() {
-        let mut t = times[k].clone();
-        let med = median(&mut t);
-        let pct = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize] * 1e3;
-        ips = args.batch as f64 / med;
-        println!(
-            "alternate {mode}: cores={c} batch={} rounds={rounds} median_step_ms={:.2} p10={:.2} p90={:.2} images_per_sec(median step)={ips:.1}",
-            args.batch,
-            med * 1e3,
-            pct(0.1),
-            pct(0.9)
-        );
-        if k > 0 {
-            let mut paired: Vec<f64> = times[0].iter().zip(&times[k]).map(|(a, b)| a / b).collect();
-            println!(
-                "speedup cores={c} over cores={}: ratio_of_medians={:.3} median_of_paired_ratios={:.3}",
-                args.alternate[0],
-                base / med,
-                median(&mut paired)
-            );
-        }
-    }
-    println!("images_per_sec={ips:.1}");
-    Ok(())
 }
 
 fn main() {
