@@ -64,6 +64,34 @@ impl ComputePool {
         Ok(ComputePool { cores, pool })
     }
 
+    /// `self` when `work` (elements touched, or multiply-adds) is worth
+    /// splitting over threads, else a pool that runs everything inline on
+    /// the calling thread. Waking a second thread and joining it costs
+    /// microseconds (tens when it was asleep), more than copying a few
+    /// thousand floats, so small loops (bias and transposes, ReLU masks of
+    /// the linear layers) stay on one thread. Never changes results.
+    ///
+    /// ```
+    /// use ringsgd::parallel::ComputePool;
+    /// let pool = ComputePool::new(2)?;
+    /// assert_eq!(pool.for_work(100).cores(), 1);
+    /// assert_eq!(pool.for_work(1 << 20).cores(), 2);
+    /// # Ok::<(), ringsgd::Error>(())
+    /// ```
+    pub fn for_work(&self, work: usize) -> &ComputePool {
+        /// Below this much work a loop runs on one thread.
+        const MIN_PARALLEL_WORK: usize = 1 << 15;
+        static INLINE: ComputePool = ComputePool {
+            cores: 1,
+            pool: None,
+        };
+        if work < MIN_PARALLEL_WORK {
+            &INLINE
+        } else {
+            self
+        }
+    }
+
     /// The number of compute threads (the `cores` given to [`ComputePool::new`]).
     pub fn cores(&self) -> usize {
         self.cores

@@ -40,7 +40,8 @@ pub(crate) fn forward(
         gemm(&mut s.gemm, wm, xt, t, batch, false);
     });
     let tmp = &tmp[..fout * batch];
-    pool.for_each_chunk_mut(&mut y[..batch * fout], fout, |bi, yrow| {
+    let small = pool.for_work(batch * fout);
+    small.for_each_chunk_mut(&mut y[..batch * fout], fout, |bi, yrow| {
         for (o, (v, &bias)) in yrow.iter_mut().zip(b).enumerate() {
             let z = tmp[o * batch + bi] + bias;
             *v = if relu { z.max(0.0) } else { z };
@@ -87,7 +88,8 @@ pub(crate) fn backward(
             gemm(&mut s.gemm, wt, dyt, t, batch, false);
         });
         let tmp = &tmp[..fin * batch];
-        pool.for_each_chunk_mut(&mut dx[..batch * fin], fin, |bi, row| {
+        let small = pool.for_work(batch * fin);
+        small.for_each_chunk_mut(&mut dx[..batch * fin], fin, |bi, row| {
             for (i, v) in row.iter_mut().enumerate() {
                 *v = tmp[i * batch + bi];
             }

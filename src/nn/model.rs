@@ -794,9 +794,10 @@ impl Model {
             let w = &self.params[op.poff..op.poff + op.wlen];
             let (gw, gb) = self.grads[op.poff..op.poff + op.wlen + op.blen].split_at_mut(op.wlen);
             if op.relu {
-                pool.for_each_chunk_mut(dy, 4096, |i, d| {
-                    relu_mask(d, &y[i * 4096..]);
-                });
+                pool.for_work(dy.len())
+                    .for_each_chunk_mut(dy, 4096, |i, d| {
+                        relu_mask(d, &y[i * 4096..]);
+                    });
             }
             match op.kind {
                 OpKind::Linear { fin, fout } => linear::backward(

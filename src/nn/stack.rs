@@ -367,11 +367,12 @@ pub(crate) fn reduce_partials(
         let part = &p0[l.part_off[k]..][..op.wlen + op.blen];
         let (gw, gb) = grads[op.poff..op.poff + op.wlen + op.blen].split_at_mut(op.wlen);
         let kdim = g.k();
-        pool.for_each_chunk_mut(gw, kdim, |co, row| {
-            for (kk, v) in row.iter_mut().enumerate() {
-                *v = part[kk * g.cout + co];
-            }
-        });
+        pool.for_work(gw.len())
+            .for_each_chunk_mut(gw, kdim, |co, row| {
+                for (kk, v) in row.iter_mut().enumerate() {
+                    *v = part[kk * g.cout + co];
+                }
+            });
         gb.copy_from_slice(&part[op.wlen..]);
     }
 }
