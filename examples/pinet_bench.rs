@@ -202,13 +202,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let total: f64 = times.iter().sum();
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let med = |v: &mut Vec<f64>| crate::median(v);
+    let median_step = sorted[sorted.len() / 2];
     let clean_n = clean_ips.len();
     let ips = if clean_n > 0 {
-        med(&mut clean_ips)
+        median(&mut clean_ips)
     } else {
-        med(&mut all_ips)
+        median(&mut all_ips)
     };
     println!(
         "runs: clean={clean_n} attempts={} interference_frac=[{}] (median over {} runs)",
@@ -237,7 +236,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         args.batch,
         args.steps,
         sorted[0] * 1e3,
-        median * 1e3,
+        median_step * 1e3,
         total / times.len() as f64 * 1e3
     );
     let pct = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] * 1e3;
@@ -275,7 +274,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         for ((a, all), p) in acc.iter().zip(&per_op).zip(model.last_profile()) {
             let mut fs: Vec<f64> = all.iter().map(|t| t[0]).collect();
             let mut bs: Vec<f64> = all.iter().map(|t| t[1]).collect();
-            let (fm, bm) = (med(&mut fs), med(&mut bs));
+            let (fm, bm) = (median(&mut fs), median(&mut bs));
             med_layers += fm + bm;
             let (f, b) = (a[0], a[1]);
             let fl = p.forward_flops as f64 * args.batch as f64;
@@ -303,7 +302,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "{:<12} {:>50.1}% {:>19.3}",
             "other(loss,sgd)",
             100.0 * (step_s - layers) / step_s,
-            (median - med_layers) * 1e3
+            (median_step - med_layers) * 1e3
         );
     }
     println!("images_per_sec={ips:.1}");

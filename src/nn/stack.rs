@@ -111,6 +111,18 @@ impl StackLayout {
         l
     }
 
+    /// Where op `k`'s input for a chunk of `n` images sits in the chunk's
+    /// share of `stack` (`None`: it is the model input).
+    fn input_at(&self, k: usize, ops: &[Op], n: usize) -> Option<std::ops::Range<usize>> {
+        (k > 0).then(|| n * self.act_off[k - 1]..n * (self.act_off[k - 1] + ops[k].in_size))
+    }
+
+    /// Where op `k`'s output for a chunk of `n` images sits in the chunk's
+    /// share of `stack` (`None`: the stack's last op writes to `last`).
+    fn output_at(&self, k: usize, ops: &[Op], n: usize) -> Option<std::ops::Range<usize>> {
+        (k + 1 < self.len).then(|| n * self.act_off[k]..n * (self.act_off[k] + ops[k].out_size))
+    }
+
     /// Op `k`'s input and output for a chunk of `n` images: the input from
     /// the model input `x0c`, or the previous op's output in the chunk's
     /// `st`; the output in `st`, or `last` for the stack's last op.
@@ -123,22 +135,15 @@ impl StackLayout {
         st: &'a mut [f32],
         last: &'a mut [f32],
     ) -> (&'a [f32], &'a mut [f32]) {
-        let (ins, outs) = (ops[k].in_size, ops[k].out_size);
-        if k + 1 == self.len {
-            let x = if k == 0 {
-                x0c
-            } else {
-                &st[n * self.act_off[k - 1]..][..n * ins]
-            };
-            return (x, &mut last[..n * outs]);
-        }
-        let (before, after) = st.split_at_mut(n * self.act_off[k]);
-        let x = if k == 0 {
-            x0c
-        } else {
-            &before[n * self.act_off[k - 1]..][..n * ins]
+        // Outputs come after inputs in `st`, so one split separates them.
+        let (before, after) = match self.output_at(k, ops, n) {
+            Some(out) => {
+                let (b, a) = st.split_at_mut(out.start);
+                (&*b, &mut a[..out.len()])
+            }
+            None => (&*st, &mut last[..n * ops[k].out_size]),
         };
-        (x, &mut after[..n * outs])
+        (self.input_at(k, ops, n).map_or(x0c, |r| &before[r]), after)
     }
 
     /// Op `k`'s input and output for a chunk of `n` images, read-only.
@@ -151,16 +156,10 @@ impl StackLayout {
         st: &'a [f32],
         last: &'a [f32],
     ) -> (&'a [f32], &'a [f32]) {
-        let (ins, outs) = (ops[k].in_size, ops[k].out_size);
-        let x = if k == 0 {
-            x0c
-        } else {
-            &st[n * self.act_off[k - 1]..][..n * ins]
-        };
-        let y = if k + 1 == self.len {
-            &last[..n * outs]
-        } else {
-            &st[n * self.act_off[k]..][..n * outs]
+        let x = self.input_at(k, ops, n).map_or(x0c, |r| &st[r]);
+        let y = match self.output_at(k, ops, n) {
+            Some(r) => &st[r],
+            None => &last[..n * ops[k].out_size],
         };
         (x, y)
     }
