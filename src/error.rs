@@ -80,6 +80,23 @@ pub enum Error {
         msg: String,
     },
 
+    /// Peers stopped answering: a rank waited past its deadline (see
+    /// [`crate::comm::watch`]) and a liveness check found ranks that do not
+    /// answer (dead, frozen, or cut off from the network). Over MPI the job
+    /// cannot go on after this; the MPI communicator ends it.
+    #[error("rank {rank} (host {host}): peer timeout: {msg}")]
+    PeerTimeout {
+        /// The rank that waited.
+        rank: usize,
+        /// Its host.
+        host: String,
+        /// The ranks that did not answer.
+        unresponsive: Vec<usize>,
+        /// What it waited for, in which phase, for how long, and what the
+        /// ranks that answered were doing.
+        msg: String,
+    },
+
     /// Model replicas drifted apart across ranks (detected by weight hashing).
     #[error("replicas diverged at step {step}: {msg}")]
     ReplicaDrift {

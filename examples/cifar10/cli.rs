@@ -124,6 +124,13 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub summary_warmup: Option<usize>,
 
+    /// Seconds a rank may wait for its peers in a training step before it
+    /// checks which ranks still answer and ends the job naming those that
+    /// do not (dead, frozen or cut off). Evaluation, checkpoints and the
+    /// first steps get 6x, loading the data 12x. 0: wait forever.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub peer_timeout: f64,
+
     /// Compare weight hashes across ranks every K steps (0: never).
     #[arg(long, value_name = "K", default_value_t = 100)]
     pub verify_every: u64,

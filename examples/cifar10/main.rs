@@ -59,6 +59,11 @@ fn run_world(args: &cli::Args) -> i32 {
         }
     };
     init_logging(comm.rank());
+    let rank = comm.rank();
+    // A peer that stops answering ends the job from inside the
+    // communicator (MPI cannot go on without it): say so the same way as
+    // any other error.
+    comm.on_peer_timeout(move |e| eprintln!("rank {rank}: error: {e}"));
     let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
     match result {
         Ok(_) => 0,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use ringsgd::checkpoint::Checkpoint;
 use ringsgd::collectives::ensure_agree;
+use ringsgd::comm::watch::{PeerTimeout, Phase};
 use ringsgd::comm::Communicator;
 use ringsgd::data::{self, cifar, synthetic, Dataset, Normalizer};
 use ringsgd::nn::Model;
@@ -27,6 +28,10 @@ pub struct Data {
 /// downloads first and the others wait, so ranks on one machine share the
 /// download; every rank then checks that all hold the same data.
 pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
+    let timeout = peer_timeout(args)?;
+    if let (Some(c), Some(t)) = (comm, timeout) {
+        c.set_watch(Some(t.watch(Phase::Setup, 0, 0)));
+    }
     let data = if let Some(n) = args.synthetic {
         if n == 0 {
             return Err(Error::invalid("--synthetic: need at least 1 image"));
@@ -92,7 +97,9 @@ fn data_path(args: &Args, comm: Option<&dyn Communicator>) -> Result<PathBuf> {
     match comm {
         Some(c) if c.size() > 1 => {
             // Rank 0 first; the others then find the file (same machine or
-            // shared folder) or fetch their own copy.
+            // shared folder) or fetch their own copy. A download takes as
+            // long as it takes: no peer deadline meanwhile.
+            c.set_watch(None);
             let mine = if c.rank() == 0 { Some(fetch()) } else { None };
             let ok = [u8::from(mine.as_ref().is_none_or(|r| r.is_ok()))];
             let mut all = ok;
@@ -108,6 +115,22 @@ fn data_path(args: &Args, comm: Option<&dyn Communicator>) -> Result<PathBuf> {
         }
         _ => fetch(),
     }
+}
+
+/// `--peer-timeout` as a policy (`None` for 0: wait forever).
+fn peer_timeout(args: &Args) -> Result<Option<PeerTimeout>> {
+    let s = args.peer_timeout;
+    if s == 0.0 {
+        return Ok(None);
+    }
+    if !s.is_finite() || s < 0.0 {
+        return Err(Error::invalid(format!(
+            "--peer-timeout: {s} is not a number of seconds (0 turns the deadline off)"
+        )));
+    }
+    PeerTimeout::new(std::time::Duration::from_secs_f64(s.min(1e6)))
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("--peer-timeout: {e}")))
 }
 
 fn expand_home(p: &str) -> PathBuf {
@@ -177,6 +200,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         // Evaluating in batches of the training share keeps the workspaces
         // at their training size (a batch of 250 would add ~160 MB).
         eval_batch: (global_batch / comm.size()).max(1),
+        peer_timeout: peer_timeout(args)?,
     };
     let mut trainer = Trainer::new(comm, pool, model, cfg)?;
     if root {
@@ -227,33 +251,47 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             report.test = Some(t);
         }
         printer.finish_epoch(&report);
-        if let Some(csv) = csv.as_mut() {
-            csv.write(&report)?;
-        }
-        if let (Some(path), true) = (&args.checkpoint, root) {
-            trainer.to_checkpoint().save_atomic(path)?;
-        }
+        // Rank 0 writes while the others wait under the checkpoint deadline.
+        trainer.on_root(|t| {
+            if let Some(csv) = csv.as_mut() {
+                csv.write(&report)?;
+            }
+            if let Some(path) = &args.checkpoint {
+                t.to_checkpoint().save_atomic(path)?;
+            }
+            Ok(())
+        })?;
     }
     let total_s = run_start.elapsed().as_secs_f64();
+    trainer.enter_phase(Phase::Finish);
     trainer.verify_replicas()?;
-    if root {
+    trainer.on_root(|t| {
         if let Some(path) = &args.export {
-            ringsgd::trainer::export_safetensors(trainer.model(), path)?;
+            ringsgd::trainer::export_safetensors(t.model(), path)?;
             println!("exported weights to {}", path.display());
         }
-    }
+        Ok(())
+    })?;
     let peak = ringsgd::trainer::peak_rss_bytes().unwrap_or(0) as f32;
-    let mut peaks = vec![0.0f32; comm.size()];
-    peaks[comm.rank()] = peak;
-    // Sum of one-hot vectors = every rank's peak; exact in f32 up to 16 MiB
+    // Per rank: peak RSS, then the longest wait for peers in each phase.
+    // Sum of one-hot rows = every rank's values; exact in f32 up to 16 MiB
     // granularity, so send MiB.
-    for p in peaks.iter_mut() {
-        *p /= 1024.0 * 1024.0;
+    let width = 1 + Phase::ALL.len();
+    let mut rows = vec![0.0f32; comm.size() * width];
+    let mine = &mut rows[comm.rank() * width..][..width];
+    mine[0] = peak / (1024.0 * 1024.0);
+    for (slot, s) in mine[1..].iter_mut().zip(comm.longest_waits().seconds()) {
+        *slot = s as f32;
     }
     ringsgd::collectives::Allreducer::new(ringsgd::collectives::Algorithm::Ring)
-        .allreduce_sum(comm, &mut peaks)?;
+        .allreduce_sum(comm, &mut rows)?;
     if root {
-        let peak_max = peaks.iter().cloned().fold(0.0f32, f32::max);
+        let col_max = |c: usize| {
+            rows.chunks_exact(width)
+                .map(|r| r[c])
+                .fold(0.0f32, f32::max)
+        };
+        let peak_max = col_max(0);
         println!(
             "weights hash {:016x} (identical on all ranks), peak RSS per rank {:.1} MiB (max), \
              {:.1} s",
@@ -261,6 +299,20 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             peak_max,
             total_s
         );
+        if let (Some(t), true) = (trainer.config().peer_timeout, comm.size() > 1) {
+            let waits: Vec<String> = Phase::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let allowed = t.watch(*p, 0, 0).timeout.as_secs_f64();
+                    format!("{p} {:.2}/{allowed:.0} s", col_max(1 + i))
+                })
+                .collect();
+            println!(
+                "longest wait for a peer (of the deadline): {}",
+                waits.join(", ")
+            );
+        }
         if let Some(path) = &args.summary_json {
             let summary = Summary::new(args, comm, &trainer, &all_times, peak_max, total_s);
             summary.write(path)?;

@@ -27,11 +27,13 @@
 //! # Ok::<(), ringsgd::Error>(())
 //! ```
 
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::watch::{LongestWaits, Watch};
 use super::{
     check_broadcast_headers, check_peer, length_mismatch, segment_count, segment_range,
     Communicator, SegmentSink,
@@ -87,6 +89,10 @@ pub struct LocalComm {
     recycle_out: Vec<RecycleOut>,
     shared: Arc<Shared>,
     timeout: Option<Duration>,
+    /// Deadline set by [`Communicator::set_watch`]; takes precedence over
+    /// `timeout`.
+    watch: Cell<Option<Watch>>,
+    longest: RefCell<LongestWaits>,
 }
 
 impl std::fmt::Debug for LocalComm {
@@ -180,6 +186,8 @@ impl LocalComm {
                 recycle_out,
                 shared: Arc::clone(&shared),
                 timeout: None,
+                watch: Cell::new(None),
+                longest: RefCell::new(LongestWaits::default()),
             });
         }
         Ok(comms)
@@ -228,6 +236,24 @@ impl LocalComm {
 
     fn take(&self, lane: Lane, src: usize) -> Result<Payload> {
         let rx = self.rx(lane, src);
+        if let Some(w) = self.watch.get() {
+            let since = std::time::Instant::now();
+            let got = rx.recv_timeout(w.timeout).map_err(|e| match e {
+                RecvTimeoutError::Disconnected => self.peer_gone(src),
+                RecvTimeoutError::Timeout => Error::PeerTimeout {
+                    rank: self.rank,
+                    host: "local".to_string(),
+                    unresponsive: vec![src],
+                    msg: format!(
+                        "waited {:.1} s for rank {src} ({w}; deadline {:.1} s)",
+                        since.elapsed().as_secs_f64(),
+                        w.timeout.as_secs_f64()
+                    ),
+                },
+            });
+            self.longest.borrow_mut().record(w.phase, since.elapsed());
+            return got;
+        }
         match self.timeout {
             None => rx.recv().map_err(|_| self.peer_gone(src)),
             Some(t) => rx.recv_timeout(t).map_err(|e| match e {
@@ -537,6 +563,22 @@ impl Communicator for LocalComm {
         Ok(())
     }
 
+    fn set_watch(&self, watch: Option<Watch>) {
+        self.watch.set(watch);
+    }
+
+    fn longest_waits(&self) -> LongestWaits {
+        self.longest.borrow().clone()
+    }
+
+    fn host_name(&self, rank: usize) -> String {
+        if rank < self.size {
+            "local".to_string()
+        } else {
+            "?".to_string()
+        }
+    }
+
     fn transport_name(&self) -> &'static str {
         "in-process (threads)"
     }
@@ -729,6 +771,32 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("within"), "{e}");
+    }
+
+    #[test]
+    fn a_watch_deadline_names_the_silent_peer_and_the_phase() {
+        use crate::comm::watch::{PeerTimeout, Phase};
+        let t = PeerTimeout::new(Duration::from_millis(500)).unwrap();
+        let e = run_ranks(3, |comm| {
+            comm.set_watch(Some(t.watch(Phase::Train, 2, 17)));
+            if comm.rank() == 2 {
+                // A frozen rank: alive, but silent for longer than the deadline.
+                std::thread::sleep(Duration::from_millis(1500));
+                return Ok(());
+            }
+            let mut b = [0.0f32; 1];
+            comm.recv_f32(2, &mut b)
+        })
+        .unwrap_err();
+        match &e {
+            Error::PeerTimeout { unresponsive, .. } => assert_eq!(unresponsive, &vec![2]),
+            other => panic!("expected a peer timeout, got {other}"),
+        }
+        let s = e.to_string();
+        assert!(
+            s.contains("for rank 2") && s.contains("epoch 2, step 17"),
+            "{s}"
+        );
     }
 
     #[test]

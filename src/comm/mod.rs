@@ -34,6 +34,9 @@ use crate::error::{Error, Result};
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod watch;
+
+use watch::{LongestWaits, Watch};
 
 /// Callback that receives one segment of a segmented receive: the element
 /// offset of the segment inside the whole message, and its values.
@@ -123,6 +126,22 @@ pub trait Communicator {
 
     /// A short human-readable name of the transport, for logs and reports.
     fn transport_name(&self) -> &'static str;
+
+    /// Sets (`Some`) or clears (`None`, the default: wait as long as it
+    /// takes) the deadline of every blocking call of this rank, and what
+    /// the rank is doing (see [`watch`]). What happens at the deadline is
+    /// the transport's: the MPI communicator checks which peers still
+    /// answer and ends the job naming those that do not; the in-process one
+    /// returns an [`Error::PeerTimeout`].
+    fn set_watch(&self, watch: Option<Watch>);
+
+    /// The longest single wait for peers in each phase while a watch was
+    /// set: the margin a healthy run leaves below its deadlines.
+    fn longest_waits(&self) -> LongestWaits;
+
+    /// The name of the host that runs `rank` (for messages; `"?"` for a
+    /// rank out of range).
+    fn host_name(&self, rank: usize) -> String;
 }
 
 /// Checks that `peer` is a valid rank of `comm` (as `what`, e.g. "dest").

@@ -1,6 +1,7 @@
 //! What a training run is asked to do, validated at the boundary.
 
 use crate::collectives::Algorithm;
+use crate::comm::watch::PeerTimeout;
 use crate::error::{Error, Result};
 use crate::optim::{LrSchedule, SgdConfig};
 
@@ -45,6 +46,12 @@ pub struct TrainConfig {
     /// workspaces grow to the largest batch they see, so a value no larger
     /// than the per-rank training batch keeps memory at its training peak.
     pub eval_batch: usize,
+    /// Deadline for waiting on peers (see [`crate::comm::watch`]): a rank
+    /// that stops answering ends the job, named, within seconds. `None`:
+    /// wait as long as it takes. Not part of [`TrainConfig::canonical`]
+    /// (it does not change the optimisation: a run may resume with another
+    /// timeout), but all ranks must still agree on it.
+    pub peer_timeout: Option<PeerTimeout>,
 }
 
 impl TrainConfig {
@@ -78,6 +85,7 @@ impl TrainConfig {
             augment: true,
             verify_every: None,
             eval_batch: global_batch.clamp(1, 128),
+            peer_timeout: Some(PeerTimeout::default()),
         }
     }
 

@@ -3,6 +3,7 @@
 use log::{debug, info};
 
 use crate::collectives::{ensure_agree, Allreducer};
+use crate::comm::watch::Phase;
 use crate::comm::Communicator;
 use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer};
 use crate::error::{Error, Result};
@@ -91,7 +92,14 @@ pub struct Trainer<'c> {
     times: Vec<StepTimes>,
     /// Per step of the last epoch, the split over all ranks.
     critical: Vec<StepTimes>,
+    /// Steps this trainer object has run (the first ones get the warm-up
+    /// deadline).
+    steps_run: u64,
 }
+
+/// Steps of a run (or a resumed run) watched with the [`Phase::Warmup`]
+/// deadline.
+const WARMUP_STEPS: u64 = 3;
 
 impl<'c> Trainer<'c> {
     /// Sets up a trainer on every rank (collective: all ranks must call it).
@@ -107,13 +115,17 @@ impl<'c> Trainer<'c> {
     ) -> Result<Self> {
         cfg.validate(comm.size())?;
         let sgd = Sgd::new(cfg.sgd, model.num_params())?;
+        if let Some(t) = cfg.peer_timeout {
+            comm.set_watch(Some(t.watch(Phase::Setup, 0, 0)));
+        }
         let identity = format!(
-            "{}\nmodel={} input={:?} params={} world={}",
+            "{}\nmodel={} input={:?} params={} world={} peer_timeout={:?}",
             cfg.canonical(),
             model.spec(),
             model.input_chw(),
             model.num_params(),
-            comm.size()
+            comm.size(),
+            cfg.peer_timeout.map(|t| t.base())
         );
         ensure_agree(
             comm,
@@ -146,7 +158,43 @@ impl<'c> Trainer<'c> {
             perm_epoch: None,
             times: Vec::new(),
             critical: Vec::new(),
+            steps_run: 0,
         })
+    }
+
+    /// Sets the communicator's deadline for `phase` at the current epoch
+    /// and step (nothing without [`TrainConfig::peer_timeout`]). The
+    /// trainer does this itself for training steps and evaluation; callers
+    /// mark their own phases (writing files on rank 0, the end of the run)
+    /// so that the ranks waiting for them get that phase's allowance.
+    pub fn enter_phase(&self, phase: Phase) {
+        if let Some(t) = self.cfg.peer_timeout {
+            self.comm
+                .set_watch(Some(t.watch(phase, self.epoch + 1, self.step)));
+        }
+    }
+
+    /// Runs `write` on rank 0 (checkpoints, metrics, exports) while the
+    /// other ranks wait under the [`Phase::Checkpoint`] deadline
+    /// (collective). Rank 0's outcome is shared: if `write` fails there,
+    /// every rank returns an error (rank 0 its own).
+    pub fn on_root(&mut self, write: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+        self.enter_phase(Phase::Checkpoint);
+        let result = if self.comm.rank() == 0 {
+            Some(write(self))
+        } else {
+            None
+        };
+        let mut ok = [u8::from(result.as_ref().is_none_or(|r| r.is_ok()))];
+        self.comm.broadcast_bytes(0, &mut ok)?;
+        match result {
+            Some(r) => r,
+            None if ok[0] == 1 => Ok(()),
+            None => Err(Error::Comm {
+                rank: self.comm.rank(),
+                msg: "rank 0 failed to write its files (see rank 0's error)".to_string(),
+            }),
+        }
     }
 
     /// The model replica of this rank.
@@ -279,6 +327,12 @@ impl<'c> Trainer<'c> {
             if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
                 break;
             }
+            let phase = if self.steps_run < WARMUP_STEPS {
+                Phase::Warmup
+            } else {
+                Phase::Train
+            };
+            self.enter_phase(phase);
             let base = s as usize * gb;
             self.indices.clear();
             self.indices
@@ -316,6 +370,7 @@ impl<'c> Trainer<'c> {
             correct += stats.correct;
             images += stats.count;
             self.step += 1;
+            self.steps_run += 1;
             steps += 1;
             if let Some(k) = self.cfg.verify_every {
                 if self.step % k == 0 {
@@ -368,6 +423,7 @@ impl<'c> Trainer<'c> {
     /// contiguous part of the set, and the sums are reduced over all ranks.
     pub fn evaluate(&mut self, data: &Dataset, norm: &Normalizer) -> Result<EvalReport> {
         let (rank, size) = (self.comm.rank(), self.comm.size());
+        self.enter_phase(Phase::Evaluate);
         let n = data.len();
         let (lo, hi) = (n * rank / size, n * (rank + 1) / size);
         let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);

@@ -6,9 +6,15 @@
 //! launched process; started without `mpirun` the program is a one-rank world
 //! (MPI singleton).
 //!
-//! Every receive first probes the incoming message (`MPI_Mprobe`) and checks
+//! Every receive first probes the incoming message (`MPI_Improbe`) and checks
 //! its size: a mismatch is drained and reported as [`Error::Comm`] instead of
 //! the MPI truncation error that would abort the job.
+//!
+//! Every operation is started non-blocking and completed under the deadline
+//! of the communicator's [`Watch`] (see [`liveness`]): a peer that died,
+//! froze or dropped off the network is named within seconds, and the job
+//! ends with exit code [`PEER_TIMEOUT_EXIT_CODE`], instead of waiting
+//! forever.
 //!
 //! ```no_run
 //! use ringsgd::collectives::{Algorithm, Allreducer};
@@ -30,11 +36,17 @@ use mpi::topology::{Color, SimpleCommunicator};
 use mpi::traits::{Communicator as _, CommunicatorCollectives, Destination, Root, Source};
 use mpi::Threading;
 
+use super::watch::{LongestWaits, Watch};
 use super::{
     check_broadcast_headers, check_peer, length_mismatch, segment_count, segment_range,
     Communicator, SegmentSink,
 };
 use crate::error::{Error, Result};
+
+pub mod liveness;
+
+pub use liveness::PEER_TIMEOUT_EXIT_CODE;
+use liveness::{Liveness, Op};
 
 /// Initialises MPI and returns the world communicator.
 ///
@@ -71,11 +83,15 @@ pub struct MpiComm {
     comm: SimpleCommunicator,
     rank: usize,
     size: usize,
-    /// Keeps MPI initialised while any communicator made by [`init`] lives.
-    _universe: Option<Rc<Universe>>,
+    /// Deadlines, liveness checks, host names (its communicator is freed
+    /// before MPI is finalised: fields drop in order).
+    live: Liveness,
     /// Two receive segments for the pipelined reduction steps, and the send
     /// copy of the native allreduce (MPI_IN_PLACE is not exposed by rsmpi).
     scratch: RefCell<Vec<f32>>,
+    /// Keeps MPI initialised while any communicator made by [`init`] lives.
+    /// Last: dropping it finalises MPI.
+    _universe: Option<Rc<Universe>>,
 }
 
 impl std::fmt::Debug for MpiComm {
@@ -108,12 +124,14 @@ impl MpiComm {
     fn new(comm: SimpleCommunicator, universe: Option<Rc<Universe>>) -> MpiComm {
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
+        let live = Liveness::new(&comm);
         MpiComm {
             comm,
             rank,
             size,
             _universe: universe,
             scratch: RefCell::new(Vec::new()),
+            live,
         }
     }
 
@@ -145,6 +163,13 @@ impl MpiComm {
         &self.comm
     }
 
+    /// Sets what to do with the error of a peer timeout before the job is
+    /// aborted (binaries print it; the default only logs it with
+    /// `log::error!`).
+    pub fn on_peer_timeout(&self, report: impl Fn(&Error) + 'static) {
+        self.live.set_on_timeout(Some(Box::new(report)));
+    }
+
     /// Aborts every process of the job (`MPI_Abort`). Binaries call this
     /// when a rank fails alone, so that the other ranks do not wait for it.
     pub fn abort(&self, code: i32) -> ! {
@@ -173,14 +198,20 @@ impl MpiComm {
         expected: usize,
         what: &str,
     ) -> Result<Message> {
-        let (msg, status) = self.comm.process_at_rank(src).matched_probe();
+        let peer = Some(src as usize);
+        let (msg, status) = self.live.poll(Op::Recv, peer, || {
+            self.comm.process_at_rank(src).immediate_matched_probe()
+        });
         let count = status.count(T::equivalent_datatype());
         if usize::try_from(count).ok() == Some(expected) {
             return Ok(msg);
         }
         let bytes = status.count(u8::equivalent_datatype()).max(0) as usize;
         let mut sink = vec![0u8; bytes];
-        msg.matched_receive_into(&mut sink[..]);
+        mpi::request::scope(|scope| {
+            let req = msg.immediate_matched_receive_into(scope, &mut sink[..]);
+            self.live.wait(Op::Recv, peer, req);
+        });
         Err(self.comm_err(format!(
             "{what}: expected {expected} {} from rank {src}, but the message holds {bytes} byte(s)",
             std::any::type_name::<T>()
@@ -192,7 +223,10 @@ impl MpiComm {
         [T]: mpi::datatype::BufferMut,
     {
         let msg = self.probe_checked::<T>(src, buf.len(), what)?;
-        msg.matched_receive_into(buf);
+        mpi::request::scope(|scope| {
+            let req = msg.immediate_matched_receive_into(scope, buf);
+            self.live.wait(Op::Recv, Some(src as usize), req);
+        });
         Ok(())
     }
 
@@ -202,7 +236,10 @@ impl MpiComm {
     {
         let dest = self.peer_rank(dest, what)?;
         mpi_count(data.len(), what)?;
-        self.comm.process_at_rank(dest).send(data);
+        mpi::request::scope(|scope| {
+            let req = self.comm.process_at_rank(dest).immediate_send(scope, data);
+            self.live.wait(Op::Send, Some(dest as usize), req);
+        });
         Ok(())
     }
 
@@ -233,16 +270,39 @@ impl MpiComm {
         mpi::request::scope(|scope| {
             let sreq = self.comm.process_at_rank(dest).immediate_send(scope, send);
             let res = self.recv_checked(src, recv, what);
-            sreq.wait();
+            self.live.wait(Op::Sendrecv, Some(dest as usize), sreq);
             res
         })
+    }
+
+    /// `MPI_Iallgather` of `mine` into `all`, under the deadline.
+    fn allgather_u64(&self, mine: &[u64], all: &mut [u64]) {
+        mpi::request::scope(|scope| {
+            let req = self.comm.immediate_all_gather_into(scope, mine, all);
+            self.live.wait(Op::Allgather, None, req);
+        });
+    }
+
+    /// `MPI_Ibcast` of `buf` from `root`, under the deadline.
+    fn broadcast_into<T: Equivalence>(&self, root: usize, buf: &mut [T])
+    where
+        [T]: mpi::datatype::BufferMut,
+    {
+        mpi::request::scope(|scope| {
+            let req = self
+                .comm
+                .process_at_rank(root as i32)
+                .immediate_broadcast_into(scope, buf);
+            let peer = (root != self.rank).then_some(root);
+            self.live.wait(Op::Broadcast, peer, req);
+        });
     }
 
     /// Agrees on (length, root) with every rank before a broadcast.
     fn broadcast_check(&self, op: &str, root: usize, len: usize) -> Result<()> {
         let mine = [len as u64, root as u64];
         let mut all = vec![0u64; 2 * self.size];
-        self.comm.all_gather_into(&mine[..], &mut all[..]);
+        self.allgather_u64(&mine, &mut all);
         check_broadcast_headers(self, op, root, &all)?;
         mpi_count(len, op)?;
         Ok(())
@@ -315,7 +375,7 @@ impl Communicator for MpiComm {
                 while posted < n_send.min(limit) {
                     let i = posted % SEND_WINDOW;
                     if let Some(r) = sends[i].take() {
-                        mpi::request::Request::wait(r);
+                        self.live.wait(Op::RingStep, Some(dest as usize), r);
                     }
                     sends[i] = Some(dest_p.immediate_send(outer, send_seg(posted)));
                     posted += 1;
@@ -354,13 +414,13 @@ impl Communicator for MpiComm {
                         }
                     }
                     if let Some(r) = rreq {
-                        r.wait();
+                        self.live.wait(Op::RingStep, Some(src as usize), r);
                     }
                 });
                 std::mem::swap(&mut cur, &mut next);
             }
             for r in sends.iter_mut().filter_map(Option::take) {
-                r.wait();
+                self.live.wait(Op::RingStep, Some(dest as usize), r);
             }
         });
         match (recv_err, cb_err) {
@@ -382,19 +442,20 @@ impl Communicator for MpiComm {
     }
 
     fn barrier(&self) -> Result<()> {
-        self.comm.barrier();
+        self.live
+            .wait(Op::Barrier, None, self.comm.immediate_barrier());
         Ok(())
     }
 
     fn broadcast_f32(&self, root: usize, buf: &mut [f32]) -> Result<()> {
         self.broadcast_check("broadcast_f32", root, buf.len())?;
-        self.comm.process_at_rank(root as i32).broadcast_into(buf);
+        self.broadcast_into(root, buf);
         Ok(())
     }
 
     fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<()> {
         self.broadcast_check("broadcast_bytes", root, buf.len())?;
-        self.comm.process_at_rank(root as i32).broadcast_into(buf);
+        self.broadcast_into(root, buf);
         Ok(())
     }
 
@@ -405,7 +466,7 @@ impl Communicator for MpiComm {
         mpi_count(buf.len(), "native allreduce")?;
         let mine = [buf.len() as u64];
         let mut lens = vec![0u64; self.size];
-        self.comm.all_gather_into(&mine[..], &mut lens[..]);
+        self.allgather_u64(&mine, &mut lens);
         if let Some(e) = length_mismatch("native allreduce", &lens) {
             return Err(e);
         }
@@ -414,12 +475,31 @@ impl Communicator for MpiComm {
         })?;
         scratch.clear();
         scratch.extend_from_slice(buf);
-        self.comm
-            .all_reduce_into(&scratch[..], buf, mpi::collective::SystemOperation::sum());
+        mpi::request::scope(|scope| {
+            let req = self.comm.immediate_all_reduce_into(
+                scope,
+                &scratch[..],
+                buf,
+                mpi::collective::SystemOperation::sum(),
+            );
+            self.live.wait(Op::Allreduce, None, req);
+        });
         Ok(())
     }
 
     fn transport_name(&self) -> &'static str {
         "MPI"
+    }
+
+    fn set_watch(&self, watch: Option<Watch>) {
+        self.live.set_watch(watch);
+    }
+
+    fn longest_waits(&self) -> LongestWaits {
+        self.live.longest_waits()
+    }
+
+    fn host_name(&self, rank: usize) -> String {
+        self.live.host(rank)
     }
 }

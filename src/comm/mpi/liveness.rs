@@ -1,0 +1,408 @@
+//! Deadlines for every MPI wait, and the liveness check that names the peer
+//! that stopped (see [`crate::comm::watch`]).
+//!
+//! Every operation of [`MpiComm`](super::MpiComm) is started non-blocking
+//! and completed by [`Liveness::poll`], which tests it, yields the core
+//! (as Open MPI's own blocking calls do with `mpi_yield_when_idle`), and
+//! answers other ranks' liveness checks. When the [`Watch`] deadline
+//! passes, the rank sends a ping to every other rank on a duplicate of the
+//! communicator (so that it can never match application messages) and
+//! waits a grace period for the answers, still testing its own operation.
+//! A rank answers from inside any of its waits, with what it is waiting
+//! for. Ranks that do not answer are dead, frozen or cut off; the rank then
+//! reports them and ends the job with `MPI_Abort` (MPI cannot continue
+//! after losing a rank, and the pending operations still point into the
+//! caller's buffers, so returning is not an option). If every rank answers,
+//! the peer is slow but alive: a warning is logged and the wait goes on.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use mpi::request::{Request, Scope, StaticScope};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator as _, Destination, Source};
+
+use crate::comm::watch::{peer_timeout_error, LongestWaits, PeerTimeout, Phase, Watch};
+use crate::error::Error;
+
+/// Exit code of a job ended by a peer timeout (`MPI_Abort`'s error code,
+/// which `mpirun` returns).
+pub const PEER_TIMEOUT_EXIT_CODE: i32 = 3;
+
+const TAG_PING: i32 = 1;
+const TAG_PONG: i32 = 2;
+/// Words of a liveness answer: nonce, phase, epoch, step, peer + 1 (0: any
+/// rank), milliseconds waited, operation.
+const PONG_WORDS: usize = 7;
+/// How often a waiting rank looks for liveness checks to answer.
+const PING_CHECK_EVERY: Duration = Duration::from_millis(1);
+
+/// What a binary does with a peer-timeout error before the job is aborted.
+pub(super) type TimeoutReport = Box<dyn Fn(&Error)>;
+
+/// The operation a rank waits in, named in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    Send,
+    Recv,
+    Sendrecv,
+    RingStep,
+    Barrier,
+    Broadcast,
+    Allgather,
+    Allreduce,
+}
+
+impl Op {
+    const ALL: [Op; 8] = [
+        Op::Send,
+        Op::Recv,
+        Op::Sendrecv,
+        Op::RingStep,
+        Op::Barrier,
+        Op::Broadcast,
+        Op::Allgather,
+        Op::Allreduce,
+    ];
+
+    fn code(self) -> u64 {
+        Op::ALL.iter().position(|o| *o == self).unwrap_or(0) as u64
+    }
+
+    fn from_code(c: u64) -> Option<Op> {
+        Op::ALL.get(usize::try_from(c).ok()?).copied()
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Send => "a send",
+            Op::Recv => "a receive",
+            Op::Sendrecv => "a send-receive",
+            Op::RingStep => "a ring step",
+            Op::Barrier => "a barrier",
+            Op::Broadcast => "a broadcast",
+            Op::Allgather => "an allgather",
+            Op::Allreduce => "MPI_Allreduce",
+        })
+    }
+}
+
+/// What this rank is waiting in.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    op: Op,
+    peer: Option<usize>,
+    since: Instant,
+}
+
+/// Outcome of a liveness check.
+enum Survey<T> {
+    /// The operation completed meanwhile.
+    Done(T),
+    /// Every rank answered: the peer is slow, not gone.
+    AllAlive,
+    /// These ranks did not answer; the rest answered with these states.
+    Silent(Vec<usize>, Vec<String>),
+}
+
+/// The deadline state of one [`MpiComm`](super::MpiComm).
+pub(super) struct Liveness {
+    /// Duplicate of the communicator: liveness checks only.
+    control: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    hosts: Vec<String>,
+    watch: Cell<Option<Watch>>,
+    waiting: Cell<Option<Waiting>>,
+    nonce: Cell<u64>,
+    /// Liveness messages in flight. Their buffers are leaked (a few words
+    /// per check, only when a rank passed a deadline) because a message to
+    /// a dead peer may never complete.
+    in_flight: RefCell<Vec<Request<'static, [u64]>>>,
+    longest: RefCell<LongestWaits>,
+    on_timeout: RefCell<Option<TimeoutReport>>,
+}
+
+impl Liveness {
+    /// Collective: duplicates `comm` and gathers every rank's host name.
+    pub(super) fn new(comm: &SimpleCommunicator) -> Liveness {
+        let control = comm.duplicate();
+        let rank = comm.rank() as usize;
+        let size = comm.size() as usize;
+        let hosts = gather_hosts(&control, size);
+        Liveness {
+            control,
+            rank,
+            size,
+            hosts,
+            watch: Cell::new(None),
+            waiting: Cell::new(None),
+            nonce: Cell::new(0),
+            in_flight: RefCell::new(Vec::new()),
+            longest: RefCell::new(LongestWaits::default()),
+            on_timeout: RefCell::new(None),
+        }
+    }
+
+    pub(super) fn host(&self, rank: usize) -> String {
+        self.hosts
+            .get(rank)
+            .cloned()
+            .unwrap_or_else(|| "?".to_string())
+    }
+
+    pub(super) fn set_watch(&self, watch: Option<Watch>) {
+        self.watch.set(watch);
+    }
+
+    pub(super) fn longest_waits(&self) -> LongestWaits {
+        self.longest.borrow().clone()
+    }
+
+    pub(super) fn set_on_timeout(&self, f: Option<TimeoutReport>) {
+        *self.on_timeout.borrow_mut() = f;
+    }
+
+    /// Completes `req`, under the deadline.
+    pub(super) fn wait<'a, D: ?Sized, S: Scope<'a>>(
+        &self,
+        op: Op,
+        peer: Option<usize>,
+        req: Request<'a, D, S>,
+    ) -> mpi::point_to_point::Status {
+        let mut req = Some(req);
+        self.poll(op, peer, || {
+            match req
+                .take()
+                .expect("request is tested until it completes")
+                .test()
+            {
+                Ok(status) => Some(status),
+                Err(r) => {
+                    req = Some(r);
+                    None
+                }
+            }
+        })
+    }
+
+    /// Calls `ready` until it returns a value, under the deadline.
+    pub(super) fn poll<T>(
+        &self,
+        op: Op,
+        peer: Option<usize>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> T {
+        if let Some(t) = ready() {
+            return t;
+        }
+        let since = Instant::now();
+        let outer = self.waiting.replace(Some(Waiting { op, peer, since }));
+        let mut deadline_from = since;
+        let mut next_check = since;
+        let result = loop {
+            if let Some(t) = ready() {
+                break t;
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                self.answer_pings();
+                next_check = now + PING_CHECK_EVERY;
+            }
+            if let Some(w) = self.watch.get() {
+                if now.duration_since(deadline_from) >= w.timeout {
+                    match self.survey(w, &mut ready) {
+                        Survey::Done(t) => break t,
+                        Survey::AllAlive => {
+                            log::warn!(
+                                "rank {} (host {}): {}; every rank answers a liveness check, \
+                                 so the peer is slow, not gone: waiting on",
+                                self.rank,
+                                self.host(self.rank),
+                                self.describe_wait(w, op, peer, since)
+                            );
+                            deadline_from = Instant::now();
+                        }
+                        Survey::Silent(silent, alive) => {
+                            let waiting = self.describe_wait(w, op, peer, since);
+                            let grace = PeerTimeout::grace(w.timeout);
+                            let err = peer_timeout_error(
+                                self.rank,
+                                silent,
+                                &|r| self.host(r),
+                                &waiting,
+                                &alive,
+                                grace,
+                                self.size,
+                            );
+                            self.fatal(&err);
+                        }
+                    }
+                }
+            }
+            std::thread::yield_now();
+        };
+        if let Some(w) = self.watch.get() {
+            self.longest.borrow_mut().record(w.phase, since.elapsed());
+        }
+        self.waiting.set(outer);
+        result
+    }
+
+    fn describe_wait(&self, w: Watch, op: Op, peer: Option<usize>, since: Instant) -> String {
+        let whom = match peer {
+            Some(p) => format!(" for rank {p} (host {})", self.host(p)),
+            None => String::new(),
+        };
+        format!(
+            "waited {:.1} s{whom} in {op} ({w}; deadline {:.1} s)",
+            since.elapsed().as_secs_f64(),
+            w.timeout.as_secs_f64()
+        )
+    }
+
+    /// Reports `err` and ends the job.
+    fn fatal(&self, err: &Error) -> ! {
+        log::error!("{err}");
+        if let Some(f) = self.on_timeout.borrow().as_ref() {
+            f(err);
+        }
+        self.control.abort(PEER_TIMEOUT_EXIT_CODE)
+    }
+
+    /// Sends `words` to `dest` on the control channel without waiting.
+    fn post(&self, dest: usize, tag: i32, words: Vec<u64>) {
+        let buf: &'static [u64] = Vec::leak(words);
+        let req = self
+            .control
+            .process_at_rank(dest as i32)
+            .immediate_send_with_tag(StaticScope, buf, tag);
+        self.in_flight.borrow_mut().push(req);
+    }
+
+    /// Drops the liveness messages that have been delivered.
+    fn reap(&self) {
+        let mut flight = self.in_flight.borrow_mut();
+        let pending = std::mem::take(&mut *flight);
+        for r in pending {
+            if let Err(r) = r.test() {
+                flight.push(r);
+            }
+        }
+    }
+
+    /// Answers every liveness check that has arrived.
+    fn answer_pings(&self) {
+        while let Some((msg, status)) = self
+            .control
+            .any_process()
+            .immediate_matched_probe_with_tag(TAG_PING)
+        {
+            let mut ping = [0u64; 2];
+            msg.matched_receive_into(&mut ping[..]);
+            let src = status.source_rank() as usize;
+            let w = self.watch.get();
+            let waiting = self.waiting.get();
+            let answer = vec![
+                ping[0],
+                w.map_or(u64::MAX, |w| w.phase.code()),
+                w.map_or(0, |w| w.epoch),
+                w.map_or(0, |w| w.step),
+                waiting.and_then(|x| x.peer).map_or(0, |p| p as u64 + 1),
+                waiting.map_or(0, |x| x.since.elapsed().as_millis() as u64),
+                waiting.map_or(u64::MAX, |x| x.op.code()),
+            ];
+            self.post(src, TAG_PONG, answer);
+        }
+        self.reap();
+    }
+
+    /// Pings every other rank and collects the answers for the grace
+    /// period, still testing the operation.
+    fn survey<T>(&self, w: Watch, ready: &mut impl FnMut() -> Option<T>) -> Survey<T> {
+        let nonce = self.nonce.get() + 1;
+        self.nonce.set(nonce);
+        for q in (0..self.size).filter(|&q| q != self.rank) {
+            self.post(q, TAG_PING, vec![nonce, self.rank as u64]);
+        }
+        let mut answers: Vec<Option<[u64; PONG_WORDS]>> = vec![None; self.size];
+        let end = Instant::now() + PeerTimeout::grace(w.timeout);
+        let missing = |a: &[Option<[u64; PONG_WORDS]>]| {
+            (0..self.size)
+                .filter(|&q| q != self.rank && a[q].is_none())
+                .collect::<Vec<_>>()
+        };
+        while Instant::now() < end && !missing(&answers).is_empty() {
+            if let Some(t) = ready() {
+                return Survey::Done(t);
+            }
+            self.answer_pings();
+            while let Some((msg, status)) = self
+                .control
+                .any_process()
+                .immediate_matched_probe_with_tag(TAG_PONG)
+            {
+                let mut pong = [0u64; PONG_WORDS];
+                msg.matched_receive_into(&mut pong[..]);
+                let src = status.source_rank() as usize;
+                if pong[0] == nonce && src < self.size {
+                    answers[src] = Some(pong);
+                }
+            }
+            std::thread::yield_now();
+        }
+        let silent = missing(&answers);
+        if silent.is_empty() {
+            return Survey::AllAlive;
+        }
+        let alive = answers
+            .iter()
+            .enumerate()
+            .filter_map(|(q, a)| a.map(|a| self.describe_answer(q, &a)))
+            .collect();
+        Survey::Silent(silent, alive)
+    }
+
+    fn describe_answer(&self, q: usize, a: &[u64; PONG_WORDS]) -> String {
+        let whom = match a[4] {
+            0 => String::new(),
+            p => format!(" for rank {}", p - 1),
+        };
+        let op = Op::from_code(a[6]).map_or("a call".to_string(), |o| o.to_string());
+        let phase = Phase::from_code(a[1]).map_or(String::new(), |p| {
+            let w = Watch {
+                timeout: Duration::ZERO,
+                phase: p,
+                epoch: a[2],
+                step: a[3],
+            };
+            format!(" ({w})")
+        });
+        format!(
+            "rank {q} (host {}) waiting {:.1} s{whom} in {op}{phase}",
+            self.host(q),
+            a[5] as f64 / 1000.0
+        )
+    }
+}
+
+/// Every rank's processor name (host), gathered over `comm`.
+fn gather_hosts(comm: &SimpleCommunicator, size: usize) -> Vec<String> {
+    use mpi::traits::CommunicatorCollectives;
+    const NAME: usize = 64;
+    let name = mpi::environment::processor_name().unwrap_or_else(|_| "?".to_string());
+    let mut mine = [0u8; NAME];
+    let n = name.len().min(NAME);
+    mine[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut all = vec![0u8; NAME * size];
+    comm.all_gather_into(&mine[..], &mut all[..]);
+    all.chunks_exact(NAME)
+        .map(|c| {
+            let end = c.iter().position(|&b| b == 0).unwrap_or(NAME);
+            String::from_utf8_lossy(&c[..end]).into_owned()
+        })
+        .collect()
+}
