@@ -5,7 +5,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub mod fault;
 
 /// A scratch folder under the system temp dir, unique per test process,
 /// removed on drop.
@@ -87,4 +90,37 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Waits for `child` with piped stdout/stderr, killing it after `limit`
+/// (the output then has the kill's status, which [`timed_out`] does not
+/// recognise: check `status.success()`).
+pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let t0 = Instant::now();
+    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = read(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = read(child.stderr.take().map(|s| Box::new(s) as _));
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for child") {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().expect("wait for killed child");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
