@@ -176,7 +176,7 @@ fn pinet_init_is_pytorch_default_per_layer() {
     let m = Model::pinet(0).unwrap();
     let fan_ins = [27usize, 288, 288, 576, 4096, 256];
     for (pair, fan_in) in m.tensors().chunks_exact(2).zip(fan_ins) {
-        let bound = 1.0 / (fan_in as f32).sqrt();
+        let bound = (1.0 / (fan_in as f64).sqrt()) as f32;
         assert_eq!(Model::init_bound(&pair[0].shape), bound, "{}", pair[0].name);
         for t in pair {
             let v = &m.params()[t.offset..t.offset + t.len];

@@ -517,7 +517,7 @@ impl Model {
     /// ```
     /// use ringsgd::nn::Model;
     /// assert_eq!(Model::init_bound(&[256, 4096]), 1.0 / 64.0);
-    /// assert_eq!(Model::init_bound(&[32, 3, 3, 3]), 1.0 / 27f32.sqrt());
+    /// assert_eq!(Model::init_bound(&[32, 3, 3, 3]), (1.0 / 27f64.sqrt()) as f32);
     /// ```
     pub fn init_bound(shape: &[usize]) -> f32 {
         let fan_in: usize = shape[1..].iter().product();
