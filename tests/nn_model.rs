@@ -166,3 +166,38 @@ fn partial_batches_and_shards_work() {
         assert_eq!(m.predict(&pool, x.view()).unwrap().dim(), (b, 3));
     }
 }
+
+/// The initialisation is PyTorch's default for `nn.Conv2d` / `nn.Linear`:
+/// weight and bias of each layer uniform in `+-1/sqrt(fan_in)`. He uniform
+/// (`sqrt(6)` times wider, zero biases) kills PiNet in the first steps of
+/// the default recipe, so both the width and the biases are checked.
+#[test]
+fn pinet_init_is_pytorch_default_per_layer() {
+    let m = Model::pinet(0).unwrap();
+    let fan_ins = [27usize, 288, 288, 576, 4096, 256];
+    for (pair, fan_in) in m.tensors().chunks_exact(2).zip(fan_ins) {
+        let bound = (1.0 / (fan_in as f64).sqrt()) as f32;
+        assert_eq!(Model::init_bound(&pair[0].shape), bound, "{}", pair[0].name);
+        for t in pair {
+            let v = &m.params()[t.offset..t.offset + t.len];
+            let max = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            assert!(max < bound, "{}: |p| up to {max}, bound {bound}", t.name);
+            // Spread over the interval: the largest of n uniform draws is
+            // within bound/n of it, with n >= 10 here.
+            assert!(max > 0.7 * bound, "{}: |p| only up to {max}", t.name);
+            if t.len >= 1000 {
+                let rms =
+                    (v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / t.len as f64).sqrt();
+                let want = bound as f64 / 3f64.sqrt();
+                assert!(
+                    (rms / want - 1.0).abs() < 0.05,
+                    "{}: rms {rms}, uniform gives {want}",
+                    t.name
+                );
+            }
+        }
+    }
+    // Seeded: the same seed gives the same weights, another seed others.
+    assert_eq!(Model::pinet(0).unwrap().params(), m.params());
+    assert_ne!(Model::pinet(1).unwrap().params(), m.params());
+}

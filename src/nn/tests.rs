@@ -39,19 +39,30 @@ fn kink_free(num: f64, fine: f64) -> bool {
     (num - fine).abs() <= 5e-3 * num.abs().max(fine.abs()) + 1e-3
 }
 
+/// Redraws the parameters so that activations and gradients are of order 1
+/// (the checks' absolute tolerance is meant for that scale, which the
+/// default initialisation, `1/sqrt(fan_in)`, is well below): weights
+/// `U(+-sqrt(6/fan_in))`, biases `U(+-0.5)` so that bias paths are
+/// exercised.
+fn order_one_params(model: &mut Model, rng: &mut ChaCha8Rng) {
+    for t in model.tensors().to_vec() {
+        let bound = if t.name.ends_with(".bias") {
+            0.5
+        } else {
+            (6.0 / t.shape[1..].iter().product::<usize>() as f32).sqrt()
+        };
+        for p in &mut model.params_mut()[t.offset..t.offset + t.len] {
+            *p = rng.random_range(-bound..bound);
+        }
+    }
+}
+
 /// Checks d(sum(logits * r))/d(params) and d/d(input) of `spec`.
 fn gradcheck(spec: &str, chw: [usize; 3], batch: usize, seed: u64) {
     let pool = ComputePool::new(2).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut model = Model::from_spec(spec, chw, seed).unwrap();
-    // Non-zero biases so that bias paths are exercised.
-    for t in model.tensors().to_vec() {
-        if t.name.ends_with(".bias") {
-            for p in &mut model.params_mut()[t.offset..t.offset + t.len] {
-                *p = rng.random_range(-0.5..0.5);
-            }
-        }
-    }
+    order_one_params(&mut model, &mut rng);
     let mut x = rand_input(&mut rng, batch, chw);
     let r: Vec<f32> = (0..batch * model.num_classes())
         .map(|_| rng.random_range(-1.0f32..1.0))
@@ -184,6 +195,7 @@ fn gradcheck_cross_entropy_end_to_end() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let spec = "conv3x3(3,p1) relu maxpool2 flatten linear(4)";
     let mut model = Model::from_spec(spec, [1, 4, 4], 5).unwrap();
+    order_one_params(&mut model, &mut rng);
     let x = rand_input(&mut rng, 5, [1, 4, 4]);
     let labels = [0u8, 3, 1, 2, 3];
     model.train_step(&pool, x.view(), &labels).unwrap();
