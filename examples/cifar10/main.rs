@@ -11,9 +11,12 @@
 //!
 //! Rank 0 prints one line per epoch and, when the run evaluates, ends with
 //! `test_accuracy=<fraction>`. Any error is printed with the rank that saw it
-//! and ends every rank with a non-zero exit code.
+//! and ends every rank with a non-zero exit code. Flags and output paths are
+//! checked before the data is loaded ([`preflight`]).
 
 mod cli;
+mod outputs;
+mod preflight;
 mod report;
 mod run;
 
@@ -31,6 +34,14 @@ fn main() {
 /// `n` ranks as threads of this process.
 fn run_local(args: &cli::Args, n: usize) -> i32 {
     init_logging(0);
+    let args = match preflight::local(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let args = &args;
     let data = match run::load_data(args, None) {
         Ok(d) => d,
         Err(e) => {
@@ -59,7 +70,9 @@ fn run_world(args: &cli::Args) -> i32 {
         }
     };
     init_logging(comm.rank());
-    let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
+    let result = preflight::world(args, &comm).and_then(|args| {
+        run::load_data(&args, Some(&comm)).and_then(|data| run::train(&comm, &args, &data))
+    });
     match result {
         Ok(_) => 0,
         Err(e) => {
