@@ -215,7 +215,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
+        let kept = if old.is_some() {
+            "the existing file is unchanged"
+        } else {
+            "nothing was written"
+        };
+        let msg = format!("writing {} failed: {e}; {kept}", tmp.display());
+        return Err(Error::io(&target, std::io::Error::new(e.kind(), msg)));
     }
     // The target may have changed since `resolve`; look again right before
     // the rename so a device node that appeared meanwhile is not replaced.
