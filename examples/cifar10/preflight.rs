@@ -3,9 +3,6 @@
 //! outputs (see [`crate::outputs`]). A bad input fails here, in seconds,
 //! rather than after an epoch or after the whole run.
 
-use clap::CommandFactory;
-use ringsgd::collectives::ensure_agree_keyed;
-use ringsgd::comm::Communicator;
 use ringsgd::{Error, Result};
 
 use crate::cli::Args;
@@ -14,6 +11,7 @@ use crate::outputs;
 /// Flags that may legitimately differ between ranks: where a node finds the
 /// data (its content is compared separately), its core count (the results
 /// do not depend on it), and rank 0's progress display. Clap ids.
+#[cfg(feature = "mpi")]
 pub const PER_RANK: [&str; 6] = [
     "cores",
     "data",
@@ -38,7 +36,9 @@ pub fn local(args: &Args) -> Result<Args> {
 /// them together; rank 0, which writes every output, checks the outputs and
 /// tells the others whether the run resumes. When rank 0's check fails it
 /// returns the error (and the binary aborts the job) while the others wait.
-pub fn world(args: &Args, comm: &dyn Communicator) -> Result<Args> {
+#[cfg(feature = "mpi")]
+pub fn world(args: &Args, comm: &dyn ringsgd::comm::Communicator) -> Result<Args> {
+    use ringsgd::collectives::ensure_agree_keyed;
     if comm.size() > 1 {
         ensure_agree_keyed(comm, "the command line", &command_line()?)?;
     }
@@ -119,6 +119,7 @@ pub fn check_settings(args: &Args) -> Result<()> {
 
 /// A value as the ranks compare it: numbers by value (`0.10` and `1e-1`
 /// agree), anything else as written.
+#[cfg(feature = "mpi")]
 fn canonical_value(raw: &str) -> String {
     if let Ok(i) = raw.parse::<i128>() {
         return i.to_string();
@@ -133,7 +134,9 @@ fn canonical_value(raw: &str) -> String {
 /// those in [`PER_RANK`], defaults included (`None`: not given and no
 /// default). Built from clap's definition, so a new flag is compared
 /// without being listed here.
+#[cfg(feature = "mpi")]
 pub fn command_line() -> Result<Vec<(String, Option<String>)>> {
+    use clap::CommandFactory;
     let cmd = Args::command();
     let matches = cmd
         .clone()
