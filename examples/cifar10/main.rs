@@ -69,22 +69,29 @@ fn run_world(args: &cli::Args) -> i32 {
             return 1;
         }
     };
+    let args = &match preflight::world(args, &comm) {
+        Ok(a) => a,
+        Err(e) => return fail(&comm, e),
+    };
     init_logging(comm.rank());
-    let result = preflight::world(args, &comm).and_then(|args| {
-        run::load_data(&args, Some(&comm)).and_then(|data| run::train(&comm, &args, &data))
-    });
+    let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
     match result {
         Ok(_) => 0,
-        Err(e) => {
-            eprintln!("rank {}: error: {e}", comm.rank());
-            if comm.size() > 1 {
-                // Other ranks may be blocked waiting for this one: end the
-                // whole job rather than finalise MPI and hang.
-                comm.abort(1);
-            }
-            1
-        }
+        Err(e) => fail(&comm, e),
     }
+}
+
+/// Prints this rank's error and ends the job: exit code 1.
+#[cfg(feature = "mpi")]
+fn fail(comm: &ringsgd::comm::mpi::MpiComm, e: ringsgd::Error) -> i32 {
+    use ringsgd::comm::Communicator;
+    eprintln!("rank {}: error: {e}", comm.rank());
+    if comm.size() > 1 {
+        // Other ranks may be blocked waiting for this one: end the
+        // whole job rather than finalise MPI and hang.
+        comm.abort(1);
+    }
+    1
 }
 
 #[cfg(not(feature = "mpi"))]
