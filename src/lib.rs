@@ -31,6 +31,7 @@ mod error;
 mod kernels;
 pub mod nn;
 pub mod optim;
+pub mod output;
 pub mod parallel;
 pub mod scaling;
 pub mod trainer;

@@ -170,7 +170,8 @@ fn resume_is_exact_and_works_on_another_world_size() {
     let ckpt = dir.join("run.ckpt");
     let ckpt = ckpt.to_str().unwrap();
     let mut first = base_args(data, csv);
-    first.extend(["--checkpoint", ckpt, "--max-steps", "10"]);
+    // Each fresh start replaces the previous checkpoint and CSV: say so.
+    first.extend(["--checkpoint", ckpt, "--max-steps", "10", "--overwrite"]);
     ok(2, &first);
     let mut rest = base_args(data, csv);
     rest.extend(["--checkpoint", ckpt, "--resume"]);

@@ -11,8 +11,16 @@ use ringsgd::optim::LrSchedule;
 /// Standalone it runs as one rank; under `mpirun -np N` as N ranks (one per
 /// Raspberry Pi with `--hostfile hostfiles/piN`); with `--local-ranks N` as N
 /// ranks in threads of this process (no MPI).
+///
+/// Every output (--checkpoint, --metrics-csv, --export, --summary-json) must
+/// be a regular file or absent, in an existing writable folder, distinct from
+/// the others and from the --data files; all are checked before the data is
+/// loaded and written atomically (temporary file, then rename). Under mpirun
+/// every rank must be given the same flags, except --cores, --data,
+/// --download, --cache-dir, --download-url and --no-progress, which may
+/// differ per node.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "cifar10", version, about, long_about = None)]
+#[command(name = "cifar10", version, about)]
 pub struct Args {
     /// CIFAR-10 binary version: the .tar.gz, the extracted
     /// `cifar-10-batches-bin/` folder, or a folder containing either.
@@ -101,18 +109,34 @@ pub struct Args {
     pub no_augment: bool,
 
     /// Checkpoint file written by rank 0 after every epoch and at the end.
+    /// An existing file is never replaced by a fresh run: pass --resume,
+    /// --resume-if-present or --overwrite.
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
 
-    /// Continue from --checkpoint.
+    /// Continue from --checkpoint, which must exist; --metrics-csv is
+    /// appended to.
     #[arg(long, requires = "checkpoint")]
     pub resume: bool,
 
-    /// Write one CSV row of metrics per epoch (rank 0).
+    /// Continue from --checkpoint if it exists, else start afresh (for job
+    /// scripts that are simply resubmitted after a crash).
+    #[arg(long, requires = "checkpoint", conflicts_with = "resume")]
+    pub resume_if_present: bool,
+
+    /// Start afresh even if --checkpoint or --metrics-csv exist, replacing
+    /// them (each at its first write: both stay as they are until the end
+    /// of the first epoch).
+    #[arg(long, conflicts_with_all = ["resume", "resume_if_present"])]
+    pub overwrite: bool,
+
+    /// Write one CSV row of metrics per epoch (rank 0). A fresh run refuses
+    /// a file that already holds rows unless --overwrite; a resume appends.
     #[arg(long, value_name = "PATH")]
     pub metrics_csv: Option<PathBuf>,
 
-    /// Export the trained weights as safetensors (rank 0).
+    /// Export the trained weights as safetensors (rank 0), replacing the
+    /// file at the end of the run.
     #[arg(long, value_name = "PATH.safetensors")]
     pub export: Option<PathBuf>,
 
@@ -143,7 +167,8 @@ pub struct Args {
     #[arg(long, value_name = "SPEC", default_value = "pinet")]
     pub model: String,
 
-    /// Run N ranks as threads of this process instead of MPI ranks.
+    /// Run N ranks as threads of this process instead of MPI ranks (refused
+    /// under mpirun with more than one process).
     #[arg(long, value_name = "N")]
     pub local_ranks: Option<usize>,
 

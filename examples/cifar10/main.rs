@@ -11,9 +11,12 @@
 //!
 //! Rank 0 prints one line per epoch and, when the run evaluates, ends with
 //! `test_accuracy=<fraction>`. Any error is printed with the rank that saw it
-//! and ends every rank with a non-zero exit code.
+//! and ends every rank with a non-zero exit code. Flags and output paths are
+//! checked before the data is loaded ([`preflight`]).
 
 mod cli;
+mod outputs;
+mod preflight;
 mod report;
 mod run;
 
@@ -31,6 +34,14 @@ fn main() {
 /// `n` ranks as threads of this process.
 fn run_local(args: &cli::Args, n: usize) -> i32 {
     init_logging(0);
+    let args = match preflight::local(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let args = &args;
     let data = match run::load_data(args, None) {
         Ok(d) => d,
         Err(e) => {
@@ -58,6 +69,10 @@ fn run_world(args: &cli::Args) -> i32 {
             return 1;
         }
     };
+    let args = &match preflight::world(args, &comm) {
+        Ok(a) => a,
+        Err(e) => return fail(&comm, e),
+    };
     init_logging(comm.rank());
     let rank = comm.rank();
     // A peer that stops answering ends the job from inside the
@@ -67,16 +82,21 @@ fn run_world(args: &cli::Args) -> i32 {
     let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
     match result {
         Ok(_) => 0,
-        Err(e) => {
-            eprintln!("rank {}: error: {e}", comm.rank());
-            if comm.size() > 1 {
-                // Other ranks may be blocked waiting for this one: end the
-                // whole job rather than finalise MPI and hang.
-                comm.abort(1);
-            }
-            1
-        }
+        Err(e) => fail(&comm, e),
     }
+}
+
+/// Prints this rank's error and ends the job: exit code 1.
+#[cfg(feature = "mpi")]
+fn fail(comm: &ringsgd::comm::mpi::MpiComm, e: ringsgd::Error) -> i32 {
+    use ringsgd::comm::Communicator;
+    eprintln!("rank {}: error: {e}", comm.rank());
+    if comm.size() > 1 {
+        // Other ranks may be blocked waiting for this one: end the
+        // whole job rather than finalise MPI and hang.
+        comm.abort(1);
+    }
+    1
 }
 
 #[cfg(not(feature = "mpi"))]

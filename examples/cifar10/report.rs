@@ -7,7 +7,7 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use ringsgd::comm::Communicator;
 use ringsgd::trainer::{median_times, EpochReport, StepProgress, StepTimes, Trainer};
-use ringsgd::{Error, Result};
+use ringsgd::Result;
 
 use crate::cli::Args;
 
@@ -131,7 +131,8 @@ impl Summary {
         Summary { text }
     }
 
+    /// Writes the summary atomically (temporary file, then rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, &self.text).map_err(|e| Error::io(path, e))
+        ringsgd::output::write_atomic(path, self.text.as_bytes())
     }
 }

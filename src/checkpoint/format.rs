@@ -1,9 +1,7 @@
 //! The binary checkpoint format (see the [module docs](super) for the
 //! byte layout).
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use byteorder::{ByteOrder, LittleEndian, WriteBytesExt};
 
@@ -332,32 +330,14 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically: to `<path>.tmp` in the
     /// same folder, flushed to disk, then renamed over `path` (and the
-    /// folder synced), so a crash leaves either the old or the new file.
-    /// Meant to be called by one process (rank 0).
+    /// folder synced), so a crash or a full disk leaves either the old or
+    /// the new file. Refuses to replace anything but a regular file (a
+    /// device node, FIFO or directory at `path` is an error and stays as it
+    /// is); see [`crate::output::write_atomic`]. Meant to be called by one
+    /// process (rank 0).
     pub fn save_atomic(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
-        let tmp = tmp_path(path)?;
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, e));
-        }
-        if let Err(e) = std::fs::rename(&tmp, path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(path, e));
-        }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if let Ok(d) = File::open(&dir) {
-            // Persist the rename; not all platforms can sync a directory.
-            let _ = d.sync_all();
-        }
+        crate::output::write_atomic(path, &bytes)?;
         log::info!(
             "saved checkpoint {} (epoch {}, step {}, {} bytes)",
             path.display(),
@@ -382,19 +362,6 @@ impl Checkpoint {
         );
         Ok(ckpt)
     }
-}
-
-/// `<path>.tmp` next to `path`.
-fn tmp_path(path: &Path) -> Result<PathBuf> {
-    let name = path.file_name().ok_or_else(|| {
-        Error::invalid(format!(
-            "checkpoint path {} does not name a file",
-            path.display()
-        ))
-    })?;
-    let mut tmp = name.to_os_string();
-    tmp.push(".tmp");
-    Ok(path.with_file_name(tmp))
 }
 
 /// A bounds-checked little-endian reader over one section body.

@@ -37,7 +37,8 @@
 //! every section's structure and the contents' consistency, each failure an
 //! [`Error::Checkpoint`](crate::Error::Checkpoint) naming the file.
 //! [`Checkpoint::save_atomic`] writes `<path>.tmp`, syncs it, and renames
-//! it over `path`; in a multi-rank run only rank 0 saves.
+//! it over `path`, refusing a `path` that is not a regular file (see
+//! [`crate::output`]); in a multi-rank run only rank 0 saves.
 //!
 //! ```
 //! # fn main() -> ringsgd::Result<()> {

@@ -25,8 +25,6 @@
 //! [safetensors]: https://github.com/huggingface/safetensors
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use byteorder::{ByteOrder, LittleEndian};
@@ -73,7 +71,8 @@ fn json_string(out: &mut String, s: &str) {
 /// Errors ([`Error::InvalidArgument`]) on an empty or duplicate tensor
 /// name, the reserved name `__metadata__`, a duplicate metadata key, or a
 /// shape whose element count differs from the number of values; I/O errors
-/// name the path.
+/// name the path. The file is written atomically and only over a regular
+/// file or nothing (see [`crate::output::write_atomic`]).
 ///
 /// ```
 /// # fn main() -> ringsgd::Result<()> {
@@ -171,9 +170,7 @@ pub fn write(
         out.resize(start + 4 * values.len(), 0);
         LittleEndian::write_f32_into(values, &mut out[start..]);
     }
-    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&out).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))?;
+    crate::output::write_atomic(path, &out)?;
     log::info!(
         "exported {} tensors ({} values) to {}",
         by_name.len(),

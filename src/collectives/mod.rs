@@ -54,7 +54,7 @@ mod naive;
 mod reduce;
 mod ring;
 
-pub use agree::ensure_agree;
+pub use agree::{ensure_agree, ensure_agree_keyed};
 pub use algorithm::Algorithm;
 pub use allgather::{allgather_bytes, allgather_fixed};
 pub use allreduce::Allreducer;

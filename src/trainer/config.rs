@@ -113,6 +113,11 @@ impl TrainConfig {
                 self.base_lr
             )));
         }
+        if let LrSchedule::Step { .. } = self.schedule {
+            // Checked here rather than at the first decay, epochs later.
+            // (A cosine schedule gets its length from the trainer.)
+            self.schedule.validate()?;
+        }
         if self.verify_every == Some(0) {
             return Err(Error::invalid("verify-every must be at least 1"));
         }
@@ -174,6 +179,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("global batch"));
+    }
+
+    #[test]
+    fn step_schedule_checked_up_front() {
+        let mut cfg = TrainConfig::pinet_defaults(64, 2);
+        for gamma in [f32::NAN, 0.0, -0.5, 2.0, f32::INFINITY] {
+            cfg.schedule = LrSchedule::Step {
+                every_steps: 10,
+                gamma,
+            };
+            let e = cfg.validate(1).unwrap_err().to_string();
+            assert!(e.contains("gamma"), "{gamma}: {e}");
+        }
+        cfg.schedule = LrSchedule::Step {
+            every_steps: 10,
+            gamma: 0.1,
+        };
+        cfg.validate(1).unwrap();
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Per-epoch reports and their CSV file.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -44,12 +42,19 @@ pub struct EpochReport {
     pub test: Option<EvalReport>,
 }
 
-/// Writes one CSV row per epoch, creating the file with its header.
+/// Writes one CSV row per epoch, with a header line.
 ///
 /// Columns: `epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,lr,
 /// images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds`
-/// (test columns empty when the epoch was not evaluated). The file is
-/// flushed after every row so a killed run keeps its curve.
+/// (test columns empty when the epoch was not evaluated).
+///
+/// The file is rewritten atomically after every row (the whole text, with
+/// [`write_atomic`](crate::output::write_atomic); a CSV holds one short
+/// line per epoch), so a killed run keeps its curve and a full disk leaves
+/// the previous version intact. [`create`](Self::create) only checks the
+/// path (a regular file or absent, in a folder that accepts files) and
+/// changes nothing on disk: an existing file is replaced, or appended to,
+/// when the first row is written.
 ///
 /// ```
 /// # use ringsgd::trainer::{EpochReport, MetricsCsv};
@@ -63,7 +68,8 @@ pub struct EpochReport {
 #[derive(Debug)]
 pub struct MetricsCsv {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// The whole file as it will be written: header, earlier rows, ours.
+    text: String,
 }
 
 /// The CSV header of [`MetricsCsv`].
@@ -71,25 +77,31 @@ pub const METRICS_HEADER: &str = "epoch,step,train_loss,train_accuracy,test_loss
 lr,images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds";
 
 impl MetricsCsv {
-    /// Creates (or truncates) `path` and writes the header. With `append`,
-    /// an existing file is kept and rows are added to it (for resumed runs).
+    /// A CSV at `path`: without `append` a new file (header, then the rows
+    /// of this run) that replaces any existing one at the first row; with
+    /// `append` the rows are added after the existing file's (for resumed
+    /// runs; a missing or empty file gets the header).
+    ///
+    /// Fails, naming the path, when `path` exists but is not a regular
+    /// file, its folder is missing or read-only, or (with `append`) it
+    /// cannot be read as text.
     pub fn create(path: &Path, append: bool) -> Result<Self> {
-        let exists = append && path.exists();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        let mut csv = MetricsCsv {
-            path: path.to_path_buf(),
-            out: BufWriter::new(file),
-        };
-        if !exists {
-            csv.line(METRICS_HEADER)?;
+        crate::output::check_writable(path)?;
+        let mut text = String::new();
+        if append && path.exists() {
+            text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
         }
-        Ok(csv)
+        if text.is_empty() {
+            text.push_str(METRICS_HEADER);
+            text.push('\n');
+        }
+        Ok(MetricsCsv {
+            path: path.to_path_buf(),
+            text,
+        })
     }
 
     /// Appends one epoch's row.
@@ -117,9 +129,15 @@ impl MetricsCsv {
     }
 
     fn line(&mut self, s: &str) -> Result<()> {
-        writeln!(self.out, "{s}")
-            .and_then(|_| self.out.flush())
-            .map_err(|e| Error::io(&self.path, e))
+        let before = self.text.len();
+        self.text.push_str(s);
+        self.text.push('\n');
+        let res = crate::output::write_atomic(&self.path, self.text.as_bytes());
+        if res.is_err() {
+            // Not on disk: a retry must not write the row twice.
+            self.text.truncate(before);
+        }
+        res
     }
 }
 
@@ -158,6 +176,46 @@ mod tests {
         assert!(lines.iter().all(|l| l.split(',').count() == n));
         assert!(lines[1].contains("0.500000"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nothing_changes_on_disk_before_the_first_row() {
+        let dir = std::env::temp_dir().join(format!("ringsgd_metrics_lazy_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.csv");
+        std::fs::write(&path, "old contents\n").unwrap();
+        let mut csv = MetricsCsv::create(&path, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old contents\n");
+        csv.write(&EpochReport {
+            epoch: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(METRICS_HEADER) && text.lines().count() == 2,
+            "{text}"
+        );
+        // Appending to a file cut mid-line starts a new line.
+        std::fs::write(&path, format!("{METRICS_HEADER}\n1,2,3")).unwrap();
+        let mut csv = MetricsCsv::create(&path, true).unwrap();
+        csv.write(&EpochReport {
+            epoch: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().nth(1), Some("1,2,3"), "{text}");
+        assert!(text.lines().nth(2).unwrap().starts_with("2,"), "{text}");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_is_not_a_csv() {
+        let err = MetricsCsv::create(&std::env::temp_dir(), false).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
     }
 
     #[test]
