@@ -31,8 +31,22 @@ fn start(tag: &str) -> Job {
     let mut cmd = Command::new("mpirun");
     cmd.args(["-np", "3", "--oversubscribe", "--bind-to", "none"])
         .arg(common::example("cifar10"))
-        .args(["--synthetic", "480", "--global-batch", "48", "--epochs", "1000"])
-        .args(["--cores", "1", "--no-progress", "--no-eval", "--model", MODEL])
+        .args([
+            "--synthetic",
+            "480",
+            "--global-batch",
+            "48",
+            "--epochs",
+            "1000",
+        ])
+        .args([
+            "--cores",
+            "1",
+            "--no-progress",
+            "--no-eval",
+            "--model",
+            MODEL,
+        ])
         .args(["--peer-timeout", "2"]);
     common::set_ompi_env(&mut cmd)
         .env("RUST_LOG", "warn")
@@ -165,10 +179,7 @@ fn a_killed_rank_ends_the_job_named() {
     let (code, secs, stderr) = job.wait_exit(Duration::from_secs(60));
     println!("killed rank 1: mpirun exited with {code:?} {secs:.1} s after SIGKILL");
     assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{stderr}");
-    assert!(
-        stderr.contains("rank 1"),
-        "nothing names rank 1:\n{stderr}"
-    );
+    assert!(stderr.contains("rank 1"), "nothing names rank 1:\n{stderr}");
     assert_nothing_left(&tag);
 }
 
@@ -180,8 +191,22 @@ fn a_short_stall_is_not_a_fault() {
     let mut cmd = Command::new("mpirun");
     cmd.args(["-np", "3", "--oversubscribe", "--bind-to", "none"])
         .arg(common::example("cifar10"))
-        .args(["--synthetic", "480", "--global-batch", "48", "--epochs", "400"])
-        .args(["--cores", "1", "--no-progress", "--no-eval", "--model", MODEL])
+        .args([
+            "--synthetic",
+            "480",
+            "--global-batch",
+            "48",
+            "--epochs",
+            "400",
+        ])
+        .args([
+            "--cores",
+            "1",
+            "--no-progress",
+            "--no-eval",
+            "--model",
+            MODEL,
+        ])
         .args(["--peer-timeout", "3"]);
     common::set_ompi_env(&mut cmd)
         .env("RUST_LOG", "warn")
@@ -217,6 +242,9 @@ fn a_short_stall_is_not_a_fault() {
     let out = common::wait_with_timeout(child, Duration::from_secs(300));
     let stalls = staller.join().unwrap();
     let text = common::output_text(&out);
-    assert!(stalls >= 1, "the job ended before rank 2 could be stalled:\n{text}");
+    assert!(
+        stalls >= 1,
+        "the job ended before rank 2 could be stalled:\n{text}"
+    );
     assert!(out.status.success(), "a 1.5 s stall ended the job:\n{text}");
 }

@@ -78,7 +78,13 @@ fn run_world(args: &cli::Args) -> i32 {
     // A peer that stops answering ends the job from inside the
     // communicator (MPI cannot go on without it): say so the same way as
     // any other error.
-    comm.on_peer_timeout(move |e| eprintln!("rank {rank}: error: {e}"));
+    comm.on_peer_timeout(move |e| {
+        // One write per line, so that ranks sharing a terminal do not
+        // interleave mid-line.
+        use std::io::Write;
+        let line = format!("rank {rank}: error: {e}\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    });
     let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
     match result {
         Ok(_) => 0,

@@ -14,7 +14,11 @@ pub fn pids_of_rank(tag: &str, rank: usize) -> Vec<u32> {
         return pids;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(env) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
@@ -22,7 +26,7 @@ pub fn pids_of_rank(tag: &str, rank: usize) -> Vec<u32> {
             continue;
         };
         let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-        let has = |w: &str| vars.iter().any(|v| *v == w.as_bytes());
+        let has = |w: &str| vars.contains(&w.as_bytes());
         if has(&want_tag) && has(&want_rank) && !is_zombie(pid) {
             pids.push(pid);
         }

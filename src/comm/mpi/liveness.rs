@@ -266,9 +266,9 @@ impl Liveness {
 
     /// Reports `err` and ends the job.
     fn fatal(&self, err: &Error) -> ! {
-        log::error!("{err}");
-        if let Some(f) = self.on_timeout.borrow().as_ref() {
-            f(err);
+        match self.on_timeout.borrow().as_ref() {
+            Some(report) => report(err),
+            None => log::error!("{err}"),
         }
         self.control.abort(PEER_TIMEOUT_EXIT_CODE)
     }

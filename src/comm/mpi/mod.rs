@@ -164,8 +164,8 @@ impl MpiComm {
     }
 
     /// Sets what to do with the error of a peer timeout before the job is
-    /// aborted (binaries print it; the default only logs it with
-    /// `log::error!`).
+    /// aborted (binaries print it). Without one, it is logged with
+    /// `log::error!`.
     pub fn on_peer_timeout(&self, report: impl Fn(&Error) + 'static) {
         self.live.set_on_timeout(Some(Box::new(report)));
     }
