@@ -40,6 +40,9 @@ const TRAIN_ARGS: [&str; 10] = [
 const STEPS_PER_EPOCH: u64 = 20;
 /// Peer timeout of the fault runs (seconds).
 const PEER_TIMEOUT: u64 = 3;
+/// Epochs of the fault runs, their resumes and references (the cosine
+/// schedule depends on it, so all use the same).
+const FAULT_EPOCHS: &str = "8";
 
 fn vcluster() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/vcluster")
@@ -184,7 +187,7 @@ fn fault_run(tag: &str, ckpt: &Path, inject: &mut dyn FnMut(&Path)) -> FaultRun 
         tag,
         &[
             "--epochs",
-            "1000",
+            FAULT_EPOCHS,
             "--checkpoint",
             ckpt.to_str().unwrap(),
             "--peer-timeout",
@@ -341,7 +344,7 @@ fn trains_across_hosts_and_survives_faults() {
     let mut report = Vec::new();
     let mut refs: Vec<(u64, String)> = Vec::new();
     let mut check_resume = |name: &str, ckpt: &Path| {
-        let epochs = 5;
+        let epochs = FAULT_EPOCHS.parse().unwrap();
         let (step, hash) = resume_on_three(ckpt, epochs);
         assert_eq!(step % STEPS_PER_EPOCH, 0, "{name}: checkpoint mid-epoch");
         let want = match refs.iter().find(|(s, _)| *s == step) {
