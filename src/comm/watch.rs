@@ -208,57 +208,6 @@ impl LongestWaits {
     pub fn seconds(&self) -> [f64; Phase::ALL.len()] {
         self.0.map(|d| d.as_secs_f64())
     }
-
-    /// The longest wait relative to its phase's allowance under `timeout`:
-    /// the phase and `wait / (base x factor)`, the largest over phases.
-    pub fn worst_fraction(&self, timeout: &PeerTimeout) -> (Phase, f64) {
-        Phase::ALL
-            .iter()
-            .map(|&p| {
-                let allowed = timeout.watch(p, 0, 0).timeout.as_secs_f64();
-                (p, self.get(p).as_secs_f64() / allowed)
-            })
-            .fold((Phase::Train, 0.0), |a, b| if b.1 > a.1 { b } else { a })
-    }
-}
-
-/// Builds the [`Error::PeerTimeout`] a rank reports when peers stopped
-/// answering: `who` names this rank, `waiting` what it waited for.
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-pub(crate) fn peer_timeout_error(
-    rank: usize,
-    unresponsive: Vec<usize>,
-    hosts: &dyn Fn(usize) -> String,
-    waiting: &str,
-    alive: &[String],
-    grace: Duration,
-    size: usize,
-) -> Error {
-    let names: Vec<String> = unresponsive
-        .iter()
-        .map(|&r| format!("rank {r} (host {})", hosts(r)))
-        .collect();
-    let mut msg = format!(
-        "{waiting}; no answer to a liveness check within {:.1} s from {}",
-        grace.as_secs_f64(),
-        names.join(", ")
-    );
-    if unresponsive.len() + 1 == size && size > 2 {
-        msg.push_str(&format!(
-            " (no other rank answered: host {} itself may be cut off from the network)",
-            hosts(rank)
-        ));
-    }
-    if !alive.is_empty() {
-        msg.push_str("; alive: ");
-        msg.push_str(&alive.join("; "));
-    }
-    Error::PeerTimeout {
-        rank,
-        host: hosts(rank),
-        unresponsive,
-        msg,
-    }
 }
 
 #[cfg(test)]
@@ -296,39 +245,6 @@ mod tests {
         assert_eq!(
             PeerTimeout::grace(Duration::from_millis(600)),
             Duration::from_secs(1)
-        );
-    }
-
-    #[test]
-    fn the_error_names_the_silent_ranks_and_their_hosts() {
-        let hosts = |r: usize| format!("pi{}", r + 1);
-        let e = peer_timeout_error(
-            0,
-            vec![2],
-            &hosts,
-            "waited 10.0 s for rank 3 (host pi4) in sendrecv (training, epoch 1, step 7)",
-            &["rank 1 (host pi2) waiting 9.9 s for rank 0".to_string()],
-            Duration::from_secs(2),
-            4,
-        );
-        let s = e.to_string();
-        assert!(s.contains("rank 2 (host pi3)"), "{s}");
-        assert!(s.contains("rank 0 (host pi1)"), "{s}");
-        assert!(s.contains("alive: rank 1"), "{s}");
-        let lonely = peer_timeout_error(
-            2,
-            vec![0, 1, 3],
-            &hosts,
-            "w",
-            &[],
-            Duration::from_secs(1),
-            4,
-        );
-        assert!(
-            lonely
-                .to_string()
-                .contains("host pi3 itself may be cut off"),
-            "{lonely}"
         );
     }
 }

@@ -23,7 +23,7 @@ use mpi::request::{Request, Scope, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, Destination, Source};
 
-use crate::comm::watch::{peer_timeout_error, LongestWaits, PeerTimeout, Phase, Watch};
+use crate::comm::watch::{LongestWaits, PeerTimeout, Phase, Watch};
 use crate::error::Error;
 
 /// Exit code of a job ended by a peer timeout (`MPI_Abort`'s error code,
@@ -405,4 +405,80 @@ fn gather_hosts(comm: &SimpleCommunicator, size: usize) -> Vec<String> {
             String::from_utf8_lossy(&c[..end]).into_owned()
         })
         .collect()
+}
+
+/// Builds the [`Error::PeerTimeout`] a rank reports when peers stopped
+/// answering: `who` names this rank, `waiting` what it waited for.
+fn peer_timeout_error(
+    rank: usize,
+    unresponsive: Vec<usize>,
+    hosts: &dyn Fn(usize) -> String,
+    waiting: &str,
+    alive: &[String],
+    grace: Duration,
+    size: usize,
+) -> Error {
+    let names: Vec<String> = unresponsive
+        .iter()
+        .map(|&r| format!("rank {r} (host {})", hosts(r)))
+        .collect();
+    let mut msg = format!(
+        "{waiting}; no answer to a liveness check within {:.1} s from {}",
+        grace.as_secs_f64(),
+        names.join(", ")
+    );
+    if unresponsive.len() + 1 == size && size > 2 {
+        msg.push_str(&format!(
+            " (no other rank answered: host {} itself may be cut off from the network)",
+            hosts(rank)
+        ));
+    }
+    if !alive.is_empty() {
+        msg.push_str("; alive: ");
+        msg.push_str(&alive.join("; "));
+    }
+    Error::PeerTimeout {
+        rank,
+        host: hosts(rank),
+        unresponsive,
+        msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_names_the_silent_ranks_and_their_hosts() {
+        let hosts = |r: usize| format!("pi{}", r + 1);
+        let e = peer_timeout_error(
+            0,
+            vec![2],
+            &hosts,
+            "waited 10.0 s for rank 3 (host pi4) in sendrecv (training, epoch 1, step 7)",
+            &["rank 1 (host pi2) waiting 9.9 s for rank 0".to_string()],
+            Duration::from_secs(2),
+            4,
+        );
+        let s = e.to_string();
+        assert!(s.contains("rank 2 (host pi3)"), "{s}");
+        assert!(s.contains("rank 0 (host pi1)"), "{s}");
+        assert!(s.contains("alive: rank 1"), "{s}");
+        let lonely = peer_timeout_error(
+            2,
+            vec![0, 1, 3],
+            &hosts,
+            "w",
+            &[],
+            Duration::from_secs(1),
+            4,
+        );
+        assert!(
+            lonely
+                .to_string()
+                .contains("host pi3 itself may be cut off"),
+            "{lonely}"
+        );
+    }
 }
