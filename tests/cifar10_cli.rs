@@ -94,15 +94,6 @@ fn last_line(stdout: &str) -> &str {
     stdout.lines().last().unwrap_or("")
 }
 
-fn weights_hash(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("weights hash "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no weights hash in:\n{stdout}"))
-        .to_string()
-}
-
 fn base_args<'a>(data: &'a str, csv: &'a str) -> Vec<&'a str> {
     vec![
         "--data",
@@ -165,7 +156,7 @@ fn resume_is_exact_and_works_on_another_world_size() {
     let data = data.to_str().unwrap();
     let csv = dir.join("m.csv");
     let csv = csv.to_str().unwrap();
-    let full = weights_hash(&ok(2, &base_args(data, csv)));
+    let full = common::weights_hash(&ok(2, &base_args(data, csv)));
 
     let ckpt = dir.join("run.ckpt");
     let ckpt = ckpt.to_str().unwrap();
@@ -178,7 +169,7 @@ fn resume_is_exact_and_works_on_another_world_size() {
     let resumed = ok(2, &rest);
     assert!(resumed.contains("resumed from"), "{resumed}");
     assert_eq!(
-        weights_hash(&resumed),
+        common::weights_hash(&resumed),
         full,
         "resumed run ended with other weights"
     );

@@ -10,118 +10,55 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fault::{pids_of_rank, signal};
+use common::fault::{pids_of_rank, signal, wait_all_gone, Job};
 
 const MODEL: &str = "conv3x3(8,p1) relu maxpool2 flatten linear(10)";
+const RANKS: usize = 3;
 
-/// A running job and the lines of its stdout.
-struct Job {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: std::thread::JoinHandle<String>,
-    tag: String,
-}
-
-fn start(tag: &str) -> Job {
+/// `mpirun -np 3 cifar10` on synthetic data (10 steps an epoch) for
+/// `epochs` epochs with a peer timeout of `timeout` seconds; its ranks carry
+/// `RINGSGD_TEST_TAG=tag`.
+fn cifar10(tag: &str, epochs: &str, timeout: &str) -> Command {
     let mut cmd = Command::new("mpirun");
-    cmd.args(["-np", "3", "--oversubscribe", "--bind-to", "none"])
-        .arg(common::example("cifar10"))
-        .args([
-            "--synthetic",
-            "480",
-            "--global-batch",
-            "48",
-            "--epochs",
-            "1000",
-        ])
-        .args([
-            "--cores",
-            "1",
-            "--no-progress",
-            "--no-eval",
-            "--model",
-            MODEL,
-        ])
-        .args(["--peer-timeout", "2"]);
+    cmd.args([
+        "-np",
+        &RANKS.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .arg(common::example("cifar10"))
+    .args([
+        "--synthetic",
+        "480",
+        "--global-batch",
+        "48",
+        "--epochs",
+        epochs,
+    ])
+    .args([
+        "--cores",
+        "1",
+        "--no-progress",
+        "--no-eval",
+        "--model",
+        MODEL,
+    ])
+    .args(["--peer-timeout", timeout]);
     common::set_ompi_env(&mut cmd)
         .env("RUST_LOG", "warn")
-        .env("RINGSGD_TEST_TAG", tag)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start mpirun");
-    let (tx, lines) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut err = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    Job {
-        child,
-        lines,
-        stderr,
-        tag: tag.to_string(),
-    }
+        .env("RINGSGD_TEST_TAG", tag);
+    cmd
 }
 
-impl Job {
-    /// Waits until rank 0 printed the end of epoch 2.
-    fn wait_for_training(&mut self) {
-        let until = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < until {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                if line.starts_with("epoch 2/") {
-                    return;
-                }
-            }
-            if let Ok(Some(s)) = self.child.try_wait() {
-                panic!("job ended before training: {s}");
-            }
-        }
-        self.kill_all();
-        panic!("no epoch line within 120 s");
-    }
-
-    /// Waits for mpirun to exit (at most `limit`); its status, the seconds
-    /// it took and stderr.
-    fn wait_exit(mut self, limit: Duration) -> (Option<i32>, f64, String) {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                let secs = t0.elapsed().as_secs_f64();
-                return (s.code(), secs, self.stderr.join().unwrap());
-            }
-            if t0.elapsed() > limit {
-                self.kill_all();
-                panic!(
-                    "mpirun still running {} s after the fault (hang)",
-                    limit.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill_all(&mut self) {
-        for r in 0..3 {
-            for pid in pids_of_rank(&self.tag, r) {
-                signal(pid, "KILL");
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A long training job, once it has finished epoch 2.
+fn training(tag: &str) -> Job {
+    let mut job = Job::spawn(&mut cifar10(tag, "1000", "2"));
+    job.wait_for_line("epoch 2/", Duration::from_secs(120));
+    job
 }
 
 fn rank_pid(tag: &str, rank: usize) -> u32 {
@@ -130,17 +67,10 @@ fn rank_pid(tag: &str, rank: usize) -> u32 {
     pids[0]
 }
 
-/// No process of the job is left (zombies waiting to be reaped aside),
-/// 2 s after mpirun exited.
+/// No process of the job is left 2 s after mpirun exited.
 fn assert_nothing_left(tag: &str) {
-    let until = Instant::now() + Duration::from_secs(2);
-    loop {
-        let left: Vec<Vec<u32>> = (0..3).map(|r| pids_of_rank(tag, r)).collect();
-        if left.iter().all(Vec::is_empty) {
-            return;
-        }
-        assert!(Instant::now() < until, "ranks still running: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
+    if let Err(left) = wait_all_gone(tag, RANKS, Duration::from_secs(2)) {
+        panic!("ranks still running: {left:?}");
     }
 }
 
@@ -151,8 +81,7 @@ fn tag(name: &str) -> String {
 #[test]
 fn a_frozen_rank_is_named_and_the_job_ends() {
     let tag = tag("stop");
-    let mut job = start(&tag);
-    job.wait_for_training();
+    let job = training(&tag);
     let victim = rank_pid(&tag, 2);
     signal(victim, "STOP");
     let (code, secs, stderr) = job.wait_exit(Duration::from_secs(60));
@@ -173,8 +102,7 @@ fn a_frozen_rank_is_named_and_the_job_ends() {
 #[test]
 fn a_killed_rank_ends_the_job_named() {
     let tag = tag("kill");
-    let mut job = start(&tag);
-    job.wait_for_training();
+    let job = training(&tag);
     signal(rank_pid(&tag, 1), "KILL");
     let (code, secs, stderr) = job.wait_exit(Duration::from_secs(60));
     println!("killed rank 1: mpirun exited with {code:?} {secs:.1} s after SIGKILL");
@@ -188,31 +116,9 @@ fn a_killed_rank_ends_the_job_named() {
 #[test]
 fn a_short_stall_is_not_a_fault() {
     let tag = tag("stall");
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["-np", "3", "--oversubscribe", "--bind-to", "none"])
-        .arg(common::example("cifar10"))
-        .args([
-            "--synthetic",
-            "480",
-            "--global-batch",
-            "48",
-            "--epochs",
-            "400",
-        ])
-        .args([
-            "--cores",
-            "1",
-            "--no-progress",
-            "--no-eval",
-            "--model",
-            MODEL,
-        ])
-        .args(["--peer-timeout", "3"]);
-    common::set_ompi_env(&mut cmd)
-        .env("RUST_LOG", "warn")
-        .env("RINGSGD_TEST_TAG", &tag)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = cifar10(&tag, "400", "3");
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("start mpirun");
     // Stall rank 2 for 1.5 s, twice, while it trains.
     let stall_tag = tag.clone();

@@ -13,13 +13,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fault::pids_of_rank;
+use common::fault::{pids_of_rank, wait_all_gone, Job};
 
 const HOSTS: usize = 4;
 const MODEL: &str = "conv3x3(8,p1) relu maxpool2 conv3x3(16,p1) relu maxpool2 flatten linear(10)";
@@ -101,9 +99,8 @@ impl Drop for Cluster {
     }
 }
 
-/// `vcluster run -- -np NP -x RINGSGD_TEST_TAG cifar10 ARGS...`, not yet
-/// waited for.
-fn launch(np: usize, tag: &str, args: &[&str]) -> Child {
+/// `vcluster run -- -np NP -x RINGSGD_TEST_TAG cifar10 ARGS...`.
+fn cifar10(np: usize, tag: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(vcluster());
     cmd.args([
         "run",
@@ -118,15 +115,18 @@ fn launch(np: usize, tag: &str, args: &[&str]) -> Child {
     .args(["--model", MODEL])
     .args(args)
     .env("RINGSGD_TEST_TAG", tag)
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    cmd.spawn().expect("start vcluster run")
+    .env("RUST_LOG", "warn");
+    cmd
 }
 
 /// Runs to the end (at most 240 s) and expects success; stdout.
 fn ok(np: usize, args: &[&str]) -> String {
-    let out = common::wait_with_timeout(launch(np, "ok", args), Duration::from_secs(240));
+    let child = cifar10(np, "ok", args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vcluster run");
+    let out = common::wait_with_timeout(child, Duration::from_secs(240));
     let text = common::output_text(&out);
     assert!(out.status.success(), "np={np} {args:?} failed:\n{text}");
     assert!(text.contains("identical on all ranks"), "{text}");
@@ -143,15 +143,6 @@ fn train_losses(stdout: &str) -> Vec<f64> {
             w.next()?.parse().ok()
         })
         .collect()
-}
-
-fn weights_hash(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("weights hash "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no weights hash in:\n{stdout}"))
-        .to_string()
 }
 
 /// `(epoch, step)` of "resumed from PATH at epoch E, step S".
@@ -182,7 +173,7 @@ struct FaultRun {
 /// the fault and times the end of the job.
 fn fault_run(tag: &str, ckpt: &Path, inject: &mut dyn FnMut(&Path)) -> FaultRun {
     let timeout = PEER_TIMEOUT.to_string();
-    let mut child = launch(
+    let mut job = Job::spawn(&mut cifar10(
         HOSTS,
         tag,
         &[
@@ -193,73 +184,22 @@ fn fault_run(tag: &str, ckpt: &Path, inject: &mut dyn FnMut(&Path)) -> FaultRun 
             "--peer-timeout",
             &timeout,
         ],
-    );
-    let (tx, lines) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut err = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(
-            Instant::now() < until,
-            "{tag}: no second epoch within 120 s"
-        );
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-            if line.starts_with("epoch 2/") {
-                break;
-            }
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!(
-                "{tag}: job ended before the fault ({s}):\n{}",
-                stderr.join().unwrap()
-            );
-        }
-    }
+    ));
+    job.wait_for_line("epoch 2/", Duration::from_secs(120));
     inject(ckpt);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            panic!("{tag}: mpirun still running 90 s after the fault");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let secs = t0.elapsed().as_secs_f64();
-    FaultRun {
-        secs,
-        code: status.code(),
-        stderr: stderr.join().unwrap(),
-    }
+    let (code, secs, stderr) = job.wait_exit(Duration::from_secs(90));
+    FaultRun { secs, code, stderr }
 }
 
-/// Every process of job `tag` has exited (within `within`), on every host.
+/// Every process of job `tag` has exited (within `within`), on every host;
+/// the seconds it took.
 fn assert_nothing_left(tag: &str, within: Duration) -> f64 {
-    let t0 = Instant::now();
-    loop {
-        let left: Vec<Vec<u32>> = (0..HOSTS).map(|r| pids_of_rank(tag, r)).collect();
-        if left.iter().all(Vec::is_empty) {
-            return t0.elapsed().as_secs_f64();
-        }
-        assert!(
-            t0.elapsed() < within,
+    wait_all_gone(tag, HOSTS, within).unwrap_or_else(|left| {
+        panic!(
             "{tag}: processes left {} s after the end: {left:?}",
             within.as_secs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        )
+    })
 }
 
 /// The weights hash after resuming `ckpt` on 3 hosts and training to the
@@ -276,7 +216,7 @@ fn resume_on_three(ckpt: &Path, epochs: u64) -> (u64, String) {
             &e,
         ],
     );
-    (resumed_at(&out).1, weights_hash(&out))
+    (resumed_at(&out).1, common::weights_hash(&out))
 }
 
 /// What an unfaulted run gives when it stops after `step` steps on 4 hosts

@@ -2,6 +2,7 @@
 //! it.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// PIDs of the processes of MPI rank `rank` whose environment holds
 /// `RINGSGD_TEST_TAG=<tag>` (mpirun passes its environment to the ranks; the
@@ -49,4 +50,109 @@ pub fn signal(pid: u32, name: &str) -> bool {
         .args(["-s", name, &pid.to_string()])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A launched job whose stdout is read line by line while it runs, and
+/// whose stderr is collected.
+pub struct Job {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Job {
+    /// Starts `cmd` with stdout and stderr piped.
+    pub fn spawn(cmd: &mut std::process::Command) -> Job {
+        use std::io::{BufRead, Read};
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the job");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }));
+        Job {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Waits until a stdout line starts with `prefix`; panics (after
+    /// killing the job) if the job ends first or `limit` passes.
+    pub fn wait_for_line(&mut self, prefix: &str, limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.starts_with(prefix) {
+                    return;
+                }
+            }
+            if let Some(s) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the job ended ({s}) before printing '{prefix}':\n{}",
+                    self.take_stderr()
+                );
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("no line '{prefix}' within {} s", limit.as_secs());
+    }
+
+    /// Everything the job wrote to stderr (call once it has exited).
+    fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
+    }
+
+    /// Waits for the job to exit: its exit code, the seconds it took from
+    /// this call, and its stderr. Panics (after killing it) past `limit`:
+    /// a hang.
+    pub fn wait_exit(mut self, limit: Duration) -> (Option<i32>, f64, String) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                let secs = t0.elapsed().as_secs_f64();
+                return (s.code(), secs, self.take_stderr());
+            }
+            if t0.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("still running {} s after the fault (hang)", limit.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits until no process of ranks `0..ranks` of job `tag` is left
+/// (zombies aside); the seconds it took, or the processes still there after
+/// `within`.
+pub fn wait_all_gone(tag: &str, ranks: usize, within: Duration) -> Result<f64, Vec<Vec<u32>>> {
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<Vec<u32>> = (0..ranks).map(|r| pids_of_rank(tag, r)).collect();
+        if left.iter().all(Vec::is_empty) {
+            return Ok(t0.elapsed().as_secs_f64());
+        }
+        if t0.elapsed() > within {
+            return Err(left);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -124,3 +124,14 @@ pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
         stderr: err.join().unwrap(),
     }
 }
+
+/// The hash in the cifar10 example's "weights hash XXXX (identical on all
+/// ranks)" line.
+pub fn weights_hash(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("weights hash "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no weights hash in:\n{stdout}"))
+        .to_string()
+}
