@@ -99,36 +99,43 @@ impl Drop for Cluster {
     }
 }
 
-/// `vcluster run -- -np NP -x RINGSGD_TEST_TAG cifar10 ARGS...`.
-fn cifar10(np: usize, tag: &str, args: &[&str]) -> Command {
+/// Every fault hits vh3; the remaining hosts resume the run.
+const SURVIVORS: &str = "vh1,vh2,vh4";
+
+/// The first `np` hosts, as mpirun's `--host` list.
+fn first(np: usize) -> String {
+    (1..=np)
+        .map(|k| format!("vh{k}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `vcluster run -- -np N --host HOSTS -x RINGSGD_TEST_TAG cifar10 ARGS...`,
+/// one rank on each of `hosts`.
+fn cifar10(hosts: &str, tag: &str, args: &[&str]) -> Command {
+    let np = hosts.split(',').count().to_string();
     let mut cmd = Command::new(vcluster());
-    cmd.args([
-        "run",
-        "--",
-        "-np",
-        &np.to_string(),
-        "-x",
-        "RINGSGD_TEST_TAG",
-    ])
-    .arg(common::example("cifar10"))
-    .args(TRAIN_ARGS)
-    .args(["--model", MODEL])
-    .args(args)
-    .env("RINGSGD_TEST_TAG", tag)
-    .env("RUST_LOG", "warn");
+    cmd.args(["run", "--", "-np", &np, "--host", hosts])
+        .args(["-x", "RINGSGD_TEST_TAG"])
+        .arg(common::example("cifar10"))
+        .args(TRAIN_ARGS)
+        .args(["--model", MODEL])
+        .args(args)
+        .env("RINGSGD_TEST_TAG", tag)
+        .env("RUST_LOG", "warn");
     cmd
 }
 
-/// Runs to the end (at most 240 s) and expects success; stdout.
-fn ok(np: usize, args: &[&str]) -> String {
-    let child = cifar10(np, "ok", args)
+/// Runs on `hosts` to the end (at most 240 s) and expects success; stdout.
+fn ok(hosts: &str, args: &[&str]) -> String {
+    let child = cifar10(hosts, "ok", args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start vcluster run");
     let out = common::wait_with_timeout(child, Duration::from_secs(240));
     let text = common::output_text(&out);
-    assert!(out.status.success(), "np={np} {args:?} failed:\n{text}");
+    assert!(out.status.success(), "on {hosts} {args:?} failed:\n{text}");
     assert!(text.contains("identical on all ranks"), "{text}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -171,10 +178,10 @@ struct FaultRun {
 
 /// Trains on 4 hosts with checkpoints until epoch 2 is done, then `inject`s
 /// the fault and times the end of the job.
-fn fault_run(tag: &str, ckpt: &Path, inject: &mut dyn FnMut(&Path)) -> FaultRun {
-    let timeout = PEER_TIMEOUT.to_string();
+fn fault_run(tag: &str, ckpt: &Path, peer_timeout: u64, inject: &mut dyn FnMut(&Path)) -> FaultRun {
+    let timeout = peer_timeout.to_string();
     let mut job = Job::spawn(&mut cifar10(
-        HOSTS,
+        &first(HOSTS),
         tag,
         &[
             "--epochs",
@@ -207,7 +214,7 @@ fn assert_nothing_left(tag: &str, within: Duration) -> f64 {
 fn resume_on_three(ckpt: &Path, epochs: u64) -> (u64, String) {
     let e = epochs.to_string();
     let out = ok(
-        3,
+        SURVIVORS,
         &[
             "--checkpoint",
             ckpt.to_str().unwrap(),
@@ -226,7 +233,7 @@ fn reference_hash(dir: &Path, step: u64, epochs: u64) -> String {
     let e = epochs.to_string();
     let s = step.to_string();
     ok(
-        HOSTS,
+        &first(HOSTS),
         &[
             "--checkpoint",
             ckpt.to_str().unwrap(),
@@ -254,7 +261,7 @@ fn trains_across_hosts_and_survives_faults() {
     // on all ranks" is checked by `ok`).
     let curves: Vec<Vec<f64>> = [1, 2, 4]
         .iter()
-        .map(|&np| train_losses(&ok(np, &["--epochs", "3"])))
+        .map(|&np| train_losses(&ok(&first(np), &["--epochs", "3"])))
         .collect();
     for (np, c) in [(2, &curves[1]), (4, &curves[2])] {
         assert_eq!(c.len(), 3, "np={np}: {c:?}");
@@ -275,7 +282,7 @@ fn trains_across_hosts_and_survives_faults() {
     // Rank 0's checkpoint of a 4-host run resumes on 3 hosts.
     let ckpt = dir.join("four.ckpt");
     ok(
-        HOSTS,
+        &first(HOSTS),
         &["--checkpoint", ckpt.to_str().unwrap(), "--epochs", "2"],
     );
     let (step, _) = resume_on_three(&ckpt, 3);
@@ -304,7 +311,7 @@ fn trains_across_hosts_and_survives_faults() {
 
     // A rank killed: Open MPI ends the job and names rank and host.
     let ck = dir.join("kill.ckpt");
-    let r = fault_run("vc-kill", &ck, &mut |_| {
+    let r = fault_run("vc-kill", &ck, PEER_TIMEOUT, &mut |_| {
         assert!(cluster.cmd(&["kill", "vh3", "KILL"]).status.success());
     });
     assert!(r.code.is_some_and(|c| c != 0), "kill: exit {:?}", r.code);
@@ -323,7 +330,7 @@ fn trains_across_hosts_and_survives_faults() {
 
     // A rank frozen: named by the others' liveness check.
     let ck = dir.join("stop.ckpt");
-    let r = fault_run("vc-stop", &ck, &mut |_| {
+    let r = fault_run("vc-stop", &ck, PEER_TIMEOUT, &mut |_| {
         assert!(cluster.cmd(&["kill", "vh3", "STOP"]).status.success());
     });
     assert_eq!(r.code, Some(3), "stop: exit code:\n{}", r.stderr);
@@ -344,15 +351,13 @@ fn trains_across_hosts_and_survives_faults() {
         r.secs
     ));
 
-    // A host cut off: named. mpirun then waits for the lost host's daemon
-    // to confirm the kill, until TCP gives up retransmitting; the README
-    // tells cluster users to shorten that on the head node, as here.
-    for h in ["vh1", "vh3"] {
-        let set = cluster.cmd(&["exec", h, "sysctl", "-qw", "net.ipv4.tcp_retries2=5"]);
-        assert!(set.status.success(), "{}", common::output_text(&set));
-    }
+    // A host cut off: named by the others, who leave the end of the job to
+    // Open MPI's lost-host detection (an abort would wait for the lost
+    // host's daemon). That takes ~13 s from the cut whatever the deadline,
+    // so this run's deadline leaves the 10 s allowance a margin.
+    let cut_timeout = PEER_TIMEOUT + 3;
     let ck = dir.join("cut.ckpt");
-    let r = fault_run("vc-cut", &ck, &mut |_| {
+    let r = fault_run("vc-cut", &ck, cut_timeout, &mut |_| {
         assert!(cluster.cmd(&["cut", "vh3"]).status.success());
     });
     assert!(r.code.is_some_and(|c| c != 0), "cut: exit {:?}", r.code);
@@ -362,22 +367,23 @@ fn trains_across_hosts_and_survives_faults() {
         r.stderr
     );
     assert!(
-        r.secs <= 60.0,
+        r.secs <= cut_timeout as f64 + 10.0,
         "cut: {:.1} s from the fault to the end",
         r.secs
     );
-    assert!(cluster.cmd(&["heal", "vh3"]).status.success());
+    // The cut host's daemon notices the lost mpirun and ends its rank.
     let lingered = assert_nothing_left("vc-cut", Duration::from_secs(30));
+    assert!(cluster.cmd(&["heal", "vh3"]).status.success());
     let step = check_resume("cut", &ck);
     report.push(format!(
-        "host cut: ended after {:.1} s, its processes gone {lingered:.1} s after the heal, \
+        "host cut: ended after {:.1} s, its processes gone {lingered:.1} s later (still cut), \
          resumed at step {step}",
         r.secs
     ));
 
     // Rank 0 killed while it writes a checkpoint: the previous one stays.
     let ck = dir.join("write.ckpt");
-    let r = fault_run("vc-write", &ck, &mut |ck| {
+    let r = fault_run("vc-write", &ck, PEER_TIMEOUT, &mut |ck| {
         let before = std::fs::read(ck).expect("a checkpoint after epoch 2");
         // The next save creates a temporary beside the checkpoint first.
         let folder = ck.parent().unwrap();

@@ -37,6 +37,11 @@ const TAG_PONG: i32 = 2;
 const PONG_WORDS: usize = 7;
 /// How often a waiting rank looks for liveness checks to answer.
 const PING_CHECK_EVERY: Duration = Duration::from_millis(1);
+/// How long a silent host's network is probed.
+const PROBE_LIMIT: Duration = Duration::from_secs(1);
+/// How long a rank that found only unreachable hosts silent leaves Open MPI
+/// to end the job before it aborts it itself.
+const HANDOFF: Duration = Duration::from_secs(20);
 
 /// What a binary does with a peer-timeout error before the job is aborted.
 pub(super) type TimeoutReport = Box<dyn Fn(&Error)>;
@@ -229,6 +234,7 @@ impl Liveness {
                         Survey::Silent(silent, alive) => {
                             let waiting = self.describe_wait(w, op, peer, since);
                             let grace = PeerTimeout::grace(w.timeout);
+                            let hosts: Vec<String> = silent.iter().map(|&r| self.host(r)).collect();
                             let err = peer_timeout_error(
                                 self.rank,
                                 silent,
@@ -238,7 +244,7 @@ impl Liveness {
                                 grace,
                                 self.size,
                             );
-                            self.fatal(&err);
+                            self.end_job(&err, &hosts);
                         }
                     }
                 }
@@ -265,12 +271,60 @@ impl Liveness {
     }
 
     /// Reports `err` and ends the job.
-    fn fatal(&self, err: &Error) -> ! {
+    ///
+    /// When none of the silent ranks' `hosts` answers on the network (a
+    /// pulled cable, a Pi that lost power), `MPI_Abort` would leave
+    /// `mpirun` waiting for that host's daemon to confirm the kill, for as
+    /// long as TCP retransmits the order (minutes). Open MPI notices a lost
+    /// host by itself through its daemon keepalive (seconds with the
+    /// settings `.ci/vcluster` applies) and then ends the job at once; so
+    /// the rank reports, keeps answering liveness checks, and aborts only if
+    /// Open MPI has not ended the job within [`HANDOFF`].
+    fn end_job(&self, err: &Error, hosts: &[String]) -> ! {
         match self.on_timeout.borrow().as_ref() {
             Some(report) => report(err),
             None => log::error!("{err}"),
         }
+        if self.all_unreachable(hosts) {
+            log::warn!(
+                "rank {}: host(s) {} do not answer on the network either: leaving the end of \
+                 the job to Open MPI's lost-host detection (aborting in {} s otherwise)",
+                self.rank,
+                hosts.join(", "),
+                HANDOFF.as_secs()
+            );
+            let until = Instant::now() + HANDOFF;
+            while Instant::now() < until {
+                self.answer_pings();
+                std::thread::sleep(PING_CHECK_EVERY);
+            }
+        }
         self.control.abort(PEER_TIMEOUT_EXIT_CODE)
+    }
+
+    /// Whether no host in `hosts` answers a TCP connection attempt (probed
+    /// on other threads, while this one keeps answering liveness checks).
+    fn all_unreachable(&self, hosts: &[String]) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for h in hosts {
+            let (h, tx) = (h.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(host_answers(&h, PROBE_LIMIT));
+            });
+        }
+        drop(tx);
+        let mut answers = 0;
+        loop {
+            match rx.try_recv() {
+                Ok(true) => return false,
+                Ok(false) => answers += 1,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return answers > 0,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    self.answer_pings();
+                    std::thread::sleep(PING_CHECK_EVERY);
+                }
+            }
+        }
     }
 
     /// Sends `words` to `dest` on the control channel without waiting.
@@ -387,6 +441,25 @@ impl Liveness {
             a[5] as f64 / 1000.0
         )
     }
+}
+
+/// Whether `host`'s kernel answers on the network: a TCP connection to its
+/// discard port (9) is accepted or refused within `limit`. A name that does
+/// not resolve counts as answering: nothing is known, so the job is aborted
+/// as for a frozen rank.
+fn host_answers(host: &str, limit: Duration) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Ok(addrs) = (host, 9).to_socket_addrs() else {
+        return true;
+    };
+    let addrs: Vec<_> = addrs.collect();
+    addrs.is_empty()
+        || addrs
+            .iter()
+            .any(|a| match TcpStream::connect_timeout(a, limit) {
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            })
 }
 
 /// Every rank's processor name (host), gathered over `comm`.
