@@ -119,7 +119,11 @@ fn cifar10(hosts: &str, tag: &str, args: &[&str]) -> Command {
         .args(["-x", "RINGSGD_TEST_TAG"])
         .arg(common::example("cifar10"))
         .args(TRAIN_ARGS)
-        .args(["--model", MODEL])
+        .args(
+            ["--model", MODEL]
+                .iter()
+                .filter(|_| !args.contains(&"--model")),
+        )
         .args(args)
         .env("RINGSGD_TEST_TAG", tag)
         .env("RUST_LOG", "warn");
@@ -287,6 +291,25 @@ fn trains_across_hosts_and_survives_faults() {
     );
     let (step, _) = resume_on_three(&ckpt, 3);
     assert_eq!(step, 2 * STEPS_PER_EPOCH);
+
+    // A slow but alive host is not a fault: the run goes on, and every
+    // epoch line names it as the one the others waited for (PiNet, so that
+    // the step's compute is long enough for the CPU quota to bite).
+    assert!(cluster.cmd(&["throttle", "vh3", "20"]).status.success());
+    let slow = ok(
+        &first(HOSTS),
+        &["--epochs", "2", "--peer-timeout", "3", "--model", "pinet"],
+    );
+    assert!(cluster.cmd(&["throttle", "vh3", "off"]).status.success());
+    let epochs: Vec<&str> = slow.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(epochs.len(), 2, "{slow}");
+    for line in &epochs {
+        assert!(
+            line.contains("slowest rank 2 (vh3)"),
+            "throttled vh3 not named: {line}"
+        );
+    }
+    println!("throttled vh3: {}", epochs[1]);
 
     let mut report = Vec::new();
     let mut refs: Vec<(u64, String)> = Vec::new();

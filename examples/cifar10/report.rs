@@ -17,17 +17,20 @@ pub struct EpochPrinter {
     bar_wanted: bool,
     epochs: u64,
     bar: Option<ProgressBar>,
+    /// Host of each rank, to name the slowest.
+    hosts: Vec<String>,
 }
 
 impl EpochPrinter {
     /// `enabled` is false on ranks other than 0; `bar` asks for a progress
     /// bar, shown only when stderr is a terminal.
-    pub fn new(enabled: bool, bar: bool, epochs: u64) -> Self {
+    pub fn new(enabled: bool, bar: bool, epochs: u64, comm: &dyn Communicator) -> Self {
         EpochPrinter {
             enabled,
             bar_wanted: enabled && bar && std::io::stderr().is_terminal(),
             epochs,
             bar: None,
+            hosts: (0..comm.size()).map(|r| comm.host_name(r)).collect(),
         }
     }
 
@@ -65,9 +68,20 @@ impl EpochPrinter {
             .test
             .map(|t| format!(" test_loss {:.4} test_acc {:.4}", t.loss, t.accuracy))
             .unwrap_or_default();
+        // Who the others waited for: the wait column is how long.
+        let slowest = r
+            .slowest
+            .map(|s| {
+                let host = self.hosts.get(s.rank).map_or("?", String::as_str);
+                format!(
+                    "; slowest rank {} ({host}) computed {:.1}s, mean {:.1}s",
+                    s.rank, s.compute, s.mean_compute
+                )
+            })
+            .unwrap_or_default();
         println!(
             "epoch {}/{} step {} train_loss {:.4} train_acc {:.4}{test} lr {:.5} img/s {:.1} \
-             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1})",
+             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{slowest})",
             r.epoch,
             self.epochs,
             r.step,

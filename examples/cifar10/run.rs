@@ -237,7 +237,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         (Some(p), true) => Some(MetricsCsv::create(p, args.resume)?),
         _ => None,
     };
-    let mut printer = EpochPrinter::new(root, !args.no_progress, args.epochs);
+    let mut printer = EpochPrinter::new(root, !args.no_progress, args.epochs, comm);
     let mut all_times: Vec<StepTimes> = Vec::new();
     let mut last_test = None;
     let run_start = std::time::Instant::now();

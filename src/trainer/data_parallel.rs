@@ -11,7 +11,7 @@ use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::ComputePool;
 use crate::trainer::config::TrainConfig;
-use crate::trainer::metrics::{EpochReport, EvalReport};
+use crate::trainer::metrics::{EpochReport, EvalReport, Straggler};
 use crate::trainer::timing::{critical_path, Lap, StepTimes};
 
 /// Progress of one step, handed to the caller's callback (for progress bars).
@@ -397,7 +397,8 @@ impl<'c> Trainer<'c> {
         }
         let mut sums = [loss_sum as f32, correct as f32, images as f32];
         self.allreducer.allreduce_sum(self.comm, &mut sums)?;
-        self.critical = self.critical_path_times()?;
+        let slowest;
+        (self.critical, slowest) = self.critical_path_times()?;
         let total = self
             .critical
             .iter()
@@ -414,6 +415,7 @@ impl<'c> Trainer<'c> {
             seconds,
             times: total,
             test: None,
+            slowest,
         };
         debug!("rank {rank}: epoch {epoch_number} done: {report:?}");
         Ok(report)
@@ -469,17 +471,19 @@ impl<'c> Trainer<'c> {
         }
     }
 
-    /// For every step of the current epoch, the split over all ranks
-    /// (collective): rank 0 gathers every rank's times, combines them with
-    /// [`critical_path`] and broadcasts the result.
-    fn critical_path_times(&mut self) -> Result<Vec<StepTimes>> {
+    /// For every step of the current epoch, the split over all ranks, and
+    /// the slowest rank (collective): rank 0 gathers every rank's times,
+    /// combines them with [`critical_path`] and broadcasts the result.
+    fn critical_path_times(&mut self) -> Result<(Vec<StepTimes>, Option<Straggler>)> {
         let (rank, size) = (self.comm.rank(), self.comm.size());
         let mine: Vec<f32> = self.times.iter().flat_map(|t| t.to_array()).collect();
-        let mut combined = vec![0.0f32; mine.len()];
+        let steps = mine.len();
+        // The steps' splits, then the slowest rank, its compute and the mean.
+        let mut combined = vec![0.0f32; steps + 3];
         if rank == 0 {
             let mut all = vec![mine];
             for src in 1..size {
-                let mut other = vec![0.0f32; combined.len()];
+                let mut other = vec![0.0f32; steps];
                 self.comm.recv_f32(src, &mut other)?;
                 all.push(other);
             }
@@ -487,19 +491,39 @@ impl<'c> Trainer<'c> {
                 StepTimes::from_array([a[4 * s], a[4 * s + 1], a[4 * s + 2], a[4 * s + 3]])
             };
             let mut per_rank = Vec::with_capacity(size);
-            for (s, out) in combined.chunks_exact_mut(StepTimes::FIELDS).enumerate() {
+            for (s, out) in combined[..steps]
+                .chunks_exact_mut(StepTimes::FIELDS)
+                .enumerate()
+            {
                 per_rank.clear();
                 per_rank.extend(all.iter().map(|a| field(a, s)));
                 out.copy_from_slice(&critical_path(&per_rank).to_array());
             }
+            let compute: Vec<f64> = all
+                .iter()
+                .map(|a| a.iter().step_by(StepTimes::FIELDS).map(|&c| c as f64).sum())
+                .collect();
+            let (slow, &most) =
+                compute
+                    .iter()
+                    .enumerate()
+                    .fold((0, &compute[0]), |a, b| if b.1 > a.1 { b } else { a });
+            let mean = compute.iter().sum::<f64>() / size as f64;
+            combined[steps..].copy_from_slice(&[slow as f32, most as f32, mean as f32]);
         } else {
             self.comm.send_f32(0, &mine)?;
         }
         self.comm.broadcast_f32(0, &mut combined)?;
-        Ok(combined
+        let split = combined[..steps]
             .chunks_exact(StepTimes::FIELDS)
             .map(|c| StepTimes::from_array([c[0], c[1], c[2], c[3]]))
-            .collect())
+            .collect();
+        let slowest = (size > 1).then(|| Straggler {
+            rank: combined[steps] as usize,
+            compute: combined[steps + 1] as f64,
+            mean_compute: combined[steps + 2] as f64,
+        });
+        Ok((split, slowest))
     }
 
     /// Sets the counters after a restore (see `resume`).

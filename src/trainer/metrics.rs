@@ -40,6 +40,20 @@ pub struct EpochReport {
     pub times: StepTimes,
     /// Test-set evaluation after the epoch, if one ran.
     pub test: Option<EvalReport>,
+    /// The rank that computed longest in the epoch (with more than one
+    /// rank): the one the others waited for.
+    pub slowest: Option<Straggler>,
+}
+
+/// The slowest rank of an epoch and by how much.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Straggler {
+    /// Its rank (the communicator's `host_name` says where it runs).
+    pub rank: usize,
+    /// Its compute seconds over the epoch's steps.
+    pub compute: f64,
+    /// The mean over ranks of the same.
+    pub mean_compute: f64,
 }
 
 /// Writes one CSV row per epoch, with a header line.
