@@ -534,15 +534,70 @@ fn local_ranks_under_mpirun_is_refused() {
 #[cfg(feature = "mpi")]
 fn mpmd(a: &Cli, b: &Cli) -> Output {
     let prog = common::example("cifar10");
+    mpmd_programs(&prog, a, &prog, b)
+}
+
+/// Rank 0 runs `prog_a` with `a`, rank 1 `prog_b` with `b`.
+fn mpmd_programs(prog_a: &Path, a: &Cli, prog_b: &Path, b: &Cli) -> Output {
     let mut cmd = common::with_timeout(TIMEOUT_S);
     cmd.args(["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "1"])
-        .arg(&prog)
+        .arg(prog_a)
         .args(&a.0)
         .args([":", "-np", "1"])
-        .arg(&prog)
+        .arg(prog_b)
         .args(&b.0);
     common::set_ompi_env(&mut cmd).env("RUST_LOG", "warn");
     cmd.output().unwrap()
+}
+
+/// Ranks that run different builds or hold different data, or more ranks
+/// than the global batch splits into: refused before any training.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_launch_whose_ranks_differ_is_refused() {
+    let s = Scratch::new("outputs", "launch");
+    let dir = s.path();
+    let cli = Cli::new(&data(&dir.join("data")));
+
+    // Another build on rank 1: a copy of the program with one byte more.
+    let other = dir.join("cifar10-other");
+    let mut bytes = std::fs::read(common::example("cifar10")).unwrap();
+    bytes.push(0);
+    std::fs::write(&other, &bytes).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    drop(bytes);
+    let out = mpmd_programs(&common::example("cifar10"), &cli, &other, &cli);
+    assert_refused(
+        &out,
+        &[
+            "the program differs",
+            "on rank 1",
+            "rank 1 on ",
+            "same build",
+        ],
+    );
+
+    // Other data on rank 1 (--data may differ between nodes, its content not).
+    let elsewhere = synthetic::write_cifar_dir(&dir.join("other"), 48, 60, 4).unwrap();
+    let out = mpmd(&cli, &cli.clone().set("--data", p(&elsewhere)));
+    assert_refused(&out, &["training data differs", "rank 1"]);
+
+    // 3 ranks cannot split a global batch of 32, nor 4 ranks one of 2.
+    for (np, batch) in [(3, "32"), (4, "2")] {
+        let mut cmd = example_cmd(&[
+            "mpirun",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+            "-np",
+            &np.to_string(),
+        ]);
+        let out = cmd
+            .args(&cli.clone().set("--global-batch", batch).0)
+            .output()
+            .unwrap();
+        assert_refused(&out, &[&format!("not divisible by the {np} ranks")]);
+    }
 }
 
 #[cfg(feature = "mpi")]

@@ -261,6 +261,41 @@ fn trains_across_hosts_and_survives_faults() {
     let dir = scratch.path();
     let cluster = Cluster::up();
 
+    // Bad launches: a clear error naming the host (from the ssh-like agent
+    // and Open MPI), a non-zero exit, no hang.
+    let bad_launch = |mpirun: &[&str], needle: &str| {
+        let child = Command::new(vcluster())
+            .args(["run", "--"])
+            .args(mpirun)
+            .arg(common::example("cifar10"))
+            .args(TRAIN_ARGS)
+            .args(["--model", MODEL, "--epochs", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vcluster run");
+        let out = common::wait_with_timeout(child, Duration::from_secs(120));
+        let text = common::output_text(&out);
+        assert!(
+            out.status.code().is_some_and(|c| c != 0),
+            "{mpirun:?}: expected a failure:\n{text}"
+        );
+        assert!(
+            text.contains(needle),
+            "{mpirun:?}: no '{needle}' in:\n{text}"
+        );
+    };
+    bad_launch(&["-np", "2", "--host", "vh1,nosuchhost"], "nosuchhost");
+    let no_slots = dir.join("no-slots");
+    std::fs::write(&no_slots, "vh1 slots=0\nvh2 slots=0\n").unwrap();
+    bad_launch(
+        &["-np", "2", "--hostfile", no_slots.to_str().unwrap()],
+        "already filled",
+    );
+    assert!(cluster.cmd(&["cut", "vh4"]).status.success());
+    bad_launch(&["-np", "4"], "vh4");
+    assert!(cluster.cmd(&["heal", "vh4"]).status.success());
+
     // One trajectory on 1, 2 and 4 hosts; replicas identical ("identical
     // on all ranks" is checked by `ok`).
     let curves: Vec<Vec<f64>> = [1, 2, 4]

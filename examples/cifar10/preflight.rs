@@ -40,6 +40,17 @@ pub fn local(args: &Args) -> Result<Args> {
 pub fn world(args: &Args, comm: &dyn ringsgd::comm::Communicator) -> Result<Args> {
     use ringsgd::collectives::ensure_agree_keyed;
     if comm.size() > 1 {
+        ensure_agree_keyed(comm, "the program", &program_identity()?).map_err(|e| {
+            // Name the hosts too: that is where the stale copy is.
+            let hosts: Vec<String> = (0..comm.size())
+                .map(|r| format!("rank {r} on {}", comm.host_name(r)))
+                .collect();
+            Error::RankMismatch(format!(
+                "{} ({}); copy the same build to every node",
+                e.to_string().trim_start_matches("ranks disagree: "),
+                hosts.join(", ")
+            ))
+        })?;
         ensure_agree_keyed(comm, "the command line", &command_line()?)?;
     }
     check_settings(args)?;
@@ -128,6 +139,28 @@ fn canonical_value(raw: &str) -> String {
         Ok(f) => format!("{f:?}"),
         Err(_) => raw.to_string(),
     }
+}
+
+/// What this process runs: the crate version and a checksum of its own
+/// executable (ranks on different nodes must run the same build).
+#[cfg(feature = "mpi")]
+fn program_identity() -> Result<Vec<(String, Option<String>)>> {
+    let exe = std::path::Path::new("/proc/self/exe");
+    let bytes = std::fs::read(exe).map_err(|e| Error::io(exe, e))?;
+    Ok(vec![
+        (
+            "version".to_string(),
+            Some(env!("CARGO_PKG_VERSION").to_string()),
+        ),
+        (
+            "executable".to_string(),
+            Some(format!(
+                "{} bytes, crc32 {:08x}",
+                bytes.len(),
+                crc32fast::hash(&bytes)
+            )),
+        ),
+    ])
 }
 
 /// This process's command line as `(--flag, value)` for every flag but
