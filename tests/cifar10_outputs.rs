@@ -538,6 +538,7 @@ fn mpmd(a: &Cli, b: &Cli) -> Output {
 }
 
 /// Rank 0 runs `prog_a` with `a`, rank 1 `prog_b` with `b`.
+#[cfg(feature = "mpi")]
 fn mpmd_programs(prog_a: &Path, a: &Cli, prog_b: &Path, b: &Cli) -> Output {
     let mut cmd = common::with_timeout(TIMEOUT_S);
     cmd.args(["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "1"])
