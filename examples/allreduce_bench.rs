@@ -31,7 +31,7 @@ use std::time::Instant;
 use clap::Parser;
 use mpi::collective::SystemOperation;
 use mpi::traits::CommunicatorCollectives;
-use ringsgd::collectives::{allgather_bytes, Algorithm, Allreducer};
+use ringsgd::collectives::{allgather_bytes, Algorithm, Allreducer, Wire};
 use ringsgd::comm::mpi::MpiComm;
 use ringsgd::comm::Communicator;
 
@@ -63,6 +63,14 @@ struct Args {
     /// messages down to 8 for 64 MiB).
     #[arg(long)]
     iters: Option<usize>,
+    /// Wire formats of the ring, comma-separated: f32, bf16, fp16 (the ring
+    /// runs once per format; the other algorithms always move f32).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    wire: Vec<String>,
+    /// Whether every ring call first checks that the ranks agree (a small
+    /// allgather); the trainer agrees once at start and turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    check_every_call: bool,
     /// Untimed iterations first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -73,6 +81,7 @@ struct Args {
 struct Variant {
     algorithm: Algorithm,
     segment_bytes: usize,
+    wire: Wire,
     label: String,
 }
 
@@ -81,6 +90,8 @@ struct Row {
     algorithm: Algorithm,
     bytes: usize,
     seconds: f64,
+    /// Bytes rank 0 put on the wire per call (ring only).
+    sent: Option<usize>,
 }
 
 fn parse_args(args: &Args) -> Result<(Vec<usize>, Vec<Variant>), String> {
@@ -106,31 +117,40 @@ fn parse_args(args: &Args) -> Result<(Vec<usize>, Vec<Variant>), String> {
         ));
     }
     let multi = args.segment_bytes.len() > 1;
-    if multi && args.csv.is_some() {
+    if (multi || args.wire.len() > 1) && args.csv.is_some() {
         return Err(
-            "--csv takes one --segment-bytes value (CSV rows are named ring|mpi|naive)".into(),
+            "--csv takes one --segment-bytes value and one --wire format (CSV rows are named \
+             ring|mpi|naive)"
+                .into(),
         );
     }
     let mut variants = Vec::new();
     for name in &args.algorithms {
         let algorithm: Algorithm = name.parse().map_err(|e| format!("--algorithms: {e}"))?;
         if algorithm == Algorithm::Ring {
-            for &seg in &args.segment_bytes {
-                let label = if multi {
-                    format!("ring/seg={}", human(seg))
-                } else {
-                    "ring".into()
-                };
-                variants.push(Variant {
-                    algorithm,
-                    segment_bytes: seg,
-                    label,
-                });
+            for w in &args.wire {
+                let wire: Wire = w.parse().map_err(|e| format!("--wire: {e}"))?;
+                for &seg in &args.segment_bytes {
+                    let mut label = "ring".to_string();
+                    if multi {
+                        label += &format!("/seg={}", human(seg));
+                    }
+                    if wire != Wire::F32 || args.wire.len() > 1 {
+                        label += &format!("/{wire}");
+                    }
+                    variants.push(Variant {
+                        algorithm,
+                        segment_bytes: seg,
+                        wire,
+                        label,
+                    });
+                }
             }
         } else {
             variants.push(Variant {
                 algorithm,
                 segment_bytes: 0,
+                wire: Wire::F32,
                 label: algorithm.to_string(),
             });
         }
@@ -173,7 +193,12 @@ fn run(comm: &MpiComm, args: &Args) -> Result<Vec<Row>, String> {
     let p = comm.size();
     let mut reducers: Vec<Allreducer> = variants
         .iter()
-        .map(|v| Allreducer::new(v.algorithm).with_segment_bytes(v.segment_bytes))
+        .map(|v| {
+            Allreducer::new(v.algorithm)
+                .with_segment_bytes(v.segment_bytes)
+                .with_wire(v.wire)
+                .with_check_every_call(args.check_every_call)
+        })
         .collect();
     let max_len = sizes[sizes.len() - 1] / 4;
     let mut buf = vec![0.0f32; max_len];
@@ -193,8 +218,22 @@ fn run(comm: &MpiComm, args: &Args) -> Result<Vec<Row>, String> {
             fill_input(&mut buf[..len], comm.rank());
             send[..len].copy_from_slice(&buf[..len]);
             one_call(comm, v, reducer, &send[..len], &mut buf[..len])?;
-            if buf[..len] != expected[..] {
-                return Err(format!("{} at {bytes} bytes: wrong result", v.label));
+            // 16-bit formats round each hop's partial sum: relative error
+            // below 2^-7 (bf16) per hop, p hops at most.
+            let tol = match v.wire {
+                Wire::F32 => 0.0,
+                Wire::Bf16 => p as f32 / 128.0,
+                Wire::Fp16 => p as f32 / 1024.0,
+            };
+            let wrong = buf[..len]
+                .iter()
+                .zip(&expected)
+                .position(|(g, e)| (g - e).abs() > tol * e.abs().max(1.0));
+            if let Some(i) = wrong {
+                return Err(format!(
+                    "{} at {bytes} bytes: wrong result at {i}: {} instead of {}",
+                    v.label, buf[i], expected[i]
+                ));
             }
         }
         buf[..len].fill(0.0);
@@ -211,7 +250,7 @@ fn run(comm: &MpiComm, args: &Args) -> Result<Vec<Row>, String> {
                 }
             }
         }
-        for (v, mine) in variants.iter().zip(&times) {
+        for ((v, mine), reducer) in variants.iter().zip(&times).zip(&reducers) {
             // The time of an iteration is the slowest rank's.
             let bytes_out: Vec<u8> = mine.iter().flat_map(|t| t.to_le_bytes()).collect();
             let all = allgather_bytes(comm, &bytes_out).map_err(|e| e.to_string())?;
@@ -231,6 +270,7 @@ fn run(comm: &MpiComm, args: &Args) -> Result<Vec<Row>, String> {
                 algorithm: v.algorithm,
                 bytes,
                 seconds: median(&mut slowest),
+                sent: (v.algorithm == Algorithm::Ring).then(|| reducer.last_bytes_sent()),
             });
         }
     }
@@ -273,18 +313,20 @@ fn report(comm: &MpiComm, args: &Args, rows: &[Row]) -> Result<(), String> {
     );
     println!("# median over iterations of the slowest rank; GB/s = 1e9 bytes/s; busbw = algbw * 2(p-1)/p");
     println!(
-        "# {:>10}  {:<16} {:>12} {:>12} {:>12}",
-        "bytes", "algorithm", "time_us", "algbw_GB/s", "busbw_GB/s"
+        "# {:>10}  {:<16} {:>12} {:>12} {:>12} {:>12}",
+        "bytes", "algorithm", "time_us", "algbw_GB/s", "busbw_GB/s", "sent_B/rank"
     );
     for r in rows {
         let (algbw, busbw) = bandwidths(r.bytes, r.seconds, p);
+        let sent = r.sent.map_or("-".to_string(), |b| b.to_string());
         println!(
-            "  {:>10}  {:<16} {:>12.1} {:>12.3} {:>12.3}",
+            "  {:>10}  {:<16} {:>12.1} {:>12.3} {:>12.3} {:>12}",
             r.bytes,
             r.label,
             r.seconds * 1e6,
             algbw,
-            busbw
+            busbw,
+            sent
         );
     }
     // Ring vs MPI side by side, per size.

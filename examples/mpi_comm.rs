@@ -7,8 +7,8 @@
 //!
 //! Checks: ring exchanges of f32 and bytes (including empty messages);
 //! a receive of the wrong size is an `Error::Comm` and the communicator
-//! stays usable; segmented sendrecv delivers every segment in order and
-//! propagates callback errors without desynchronising the peers;
+//! stays usable; non-blocking exchanges keep tagged streams apart and report
+//! a short message;
 //! broadcast from every root; broadcast and native allreduce with mismatched
 //! lengths fail on every rank; bad ranks are `InvalidArgument`; a second
 //! `init` is refused.
@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 
 use ringsgd::comm::mpi::MpiComm;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::{exchange, Communicator};
 use ringsgd::Error;
 
 type Check = Result<(), String>;
@@ -118,68 +118,66 @@ fn wrong_size_receive_is_an_error(comm: &MpiComm) -> Check {
     Ok(())
 }
 
-fn segmented_sendrecv(comm: &MpiComm) -> Check {
+fn exchange_messages(comm: &MpiComm) -> Check {
     let (right, left) = ring_neighbours(comm);
-    for (len, seg) in [
-        (0usize, 4usize),
-        (1, 4),
-        (10, 3),
-        (10, 0),
-        (1000, 64),
-        (100_000, 4096),
-    ] {
-        let send: Vec<f32> = (0..len)
-            .map(|i| (comm.rank() * 1_000_000 + i) as f32)
-            .collect();
-        let mut got = Vec::new();
-        let mut offsets = Vec::new();
-        comm.sendrecv_f32_segmented(&send, right, len, left, seg, &mut |off, s| {
-            offsets.push(off);
-            got.extend_from_slice(s);
-            Ok(())
+    for len in [0usize, 1, 1000, 100_000] {
+        // Two streams (tags 5 and 9), sent in the opposite order to the one
+        // the receives were posted in: tags keep them apart.
+        let a: Vec<u8> = (0..len).map(|i| (comm.rank() + i) as u8).collect();
+        let b: Vec<u8> = (0..len).map(|i| (comm.rank() * 7 + i) as u8).collect();
+        let mut ra = vec![0u8; len];
+        let mut rb = vec![0u8; len];
+        let (got_a, got_b) = exchange::run(comm, |x| {
+            let ta = x.recv(left, 5, &mut ra)?;
+            let tb = x.recv(left, 9, &mut rb)?;
+            x.send(right, 9, &b)?;
+            x.send(right, 5, &a)?;
+            let (mut da, mut db) = (None, None);
+            while da.is_none() || db.is_none() {
+                if da.is_none() {
+                    da = x.test(ta)?;
+                }
+                if db.is_none() {
+                    db = x.test(tb)?;
+                }
+                if da.is_none() || db.is_none() {
+                    x.wait_any(true, &mut || false)?;
+                }
+            }
+            Ok((
+                da.unwrap_or_default().to_vec(),
+                db.unwrap_or_default().to_vec(),
+            ))
         })
-        .map_err(|e| format!("segmented len {len} seg {seg}: {e}"))?;
-        let expected: Vec<f32> = (0..len).map(|i| (left * 1_000_000 + i) as f32).collect();
-        if got != expected {
-            return Err(format!("segmented len {len} seg {seg}: wrong data"));
-        }
-        let n_seg = if seg == 0 {
-            1
-        } else {
-            len.div_ceil(seg).max(1)
-        };
-        if offsets.len() != n_seg {
-            return Err(format!(
-                "segmented len {len} seg {seg}: {} callbacks, expected {n_seg}",
-                offsets.len()
-            ));
+        .map_err(|e| format!("exchange len {len}: {e}"))?;
+        let ea: Vec<u8> = (0..len).map(|i| (left + i) as u8).collect();
+        let eb: Vec<u8> = (0..len).map(|i| (left * 7 + i) as u8).collect();
+        if got_a != ea || got_b != eb {
+            return Err(format!("exchange len {len}: wrong data"));
         }
     }
-    // A failing callback: the transfer still completes on both sides and the
-    // first error comes back.
-    let send = vec![1.0f32; 100];
-    let mut calls = 0;
-    let res = comm.sendrecv_f32_segmented(&send, right, 100, left, 10, &mut |off, _| {
-        calls += 1;
-        if off == 20 {
-            Err(Error::invalid("callback failed at offset 20"))
-        } else {
-            Ok(())
+    // A message shorter than its receive is an Error::Comm naming both
+    // lengths, and the communicator stays usable.
+    let short = [1u8; 3];
+    let mut four = [0u8; 4];
+    let res = exchange::run(comm, |x| {
+        let t = x.recv(left, 1, &mut four)?;
+        x.send(right, 1, &short)?;
+        while x.test(t)?.is_none() {
+            x.wait_any(true, &mut || false)?;
         }
+        Ok(())
     });
     match res {
-        Err(Error::InvalidArgument(m)) if m.contains("offset 20") && calls == 3 => {}
-        other => {
-            return Err(format!(
-                "failing callback: got {other:?} after {calls} calls"
-            ))
-        }
+        Err(Error::Comm { msg, .. })
+            if msg.contains("expected 4 byte(s)") && msg.contains("received 3") => {}
+        other => return Err(format!("short exchange message: got {other:?}")),
     }
     let mut one = [0.0f32; 1];
     comm.sendrecv_f32(&[comm.rank() as f32], right, &mut one, left)
-        .map_err(|e| format!("exchange after a callback error: {e}"))?;
+        .map_err(|e| format!("sendrecv after a short exchange message: {e}"))?;
     if one[0] != left as f32 {
-        return Err("exchange after a callback error: wrong data".into());
+        return Err("sendrecv after a short exchange message: wrong data".into());
     }
     Ok(())
 }
@@ -275,7 +273,7 @@ fn main() -> ExitCode {
             "wrong_size_receive_is_an_error",
             wrong_size_receive_is_an_error,
         ),
-        ("segmented_sendrecv", segmented_sendrecv),
+        ("exchange_messages", exchange_messages),
         ("broadcasts", broadcasts),
         (
             "mismatches_fail_on_every_rank",

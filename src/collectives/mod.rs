@@ -12,10 +12,12 @@
 //! chunks. Each rank sends and receives `2 (p - 1) / p * N` values in total,
 //! the lower bound for any allreduce, whatever `p`.
 //!
-//! Within a reduce-scatter step the chunk travels in segments
-//! ([`Allreducer::with_segment_bytes`]) through
-//! [`Communicator::sendrecv_f32_segmented`], which reduces segment `k` while
-//! segment `k + 1` is in flight.
+//! Chunks travel in segments ([`Allreducer::with_segment_bytes`]) over the
+//! communicator's non-blocking [`exchange`](crate::comm::Communicator::exchange):
+//! every receive of the allreduce is posted at the start, and segment `k`
+//! of step `s + 1` leaves as soon as segment `k` of step `s` has arrived and
+//! been reduced, so the link stays busy across the step boundaries. Values
+//! may travel in 16 bits ([`Wire`]), partial sums always in `f32`.
 //!
 //! Every partial sum of chunk `c` is formed in the same order, the order in
 //! which the chunk travels around the ring starting at rank `c`, whatever the
@@ -44,7 +46,6 @@
 //! ```
 //!
 //! [`Communicator`]: crate::comm::Communicator
-//! [`Communicator::sendrecv_f32_segmented`]: crate::comm::Communicator::sendrecv_f32_segmented
 
 mod agree;
 mod algorithm;
@@ -53,8 +54,10 @@ mod allreduce;
 mod naive;
 mod reduce;
 mod ring;
+mod wire;
 
 pub use agree::{ensure_agree, ensure_agree_keyed};
 pub use algorithm::Algorithm;
 pub use allgather::{allgather_bytes, allgather_fixed};
 pub use allreduce::Allreducer;
+pub use wire::Wire;

@@ -1,59 +1,446 @@
 //! Ring allreduce (Patarasuk & Yuan 2009): reduce-scatter then allgather,
-//! `2 (p - 1)` steps, each rank sending `2 (p - 1) / p * N` values.
+//! `2 (p - 1)` steps, each rank sending `2 (p - 1) / p * N` values,
+//! pipelined in segments across the steps.
+//!
+//! [`RingAllreduce`] is a state machine over an [`Exchange`]: every
+//! receive of the whole allreduce is posted at the start (so data never
+//! waits for a receive to be posted), and segment `k` of step `s + 1` is
+//! sent as soon as segment `k` of step `s` has arrived and been reduced,
+//! not when the whole step is over: the link stays busy across step
+//! boundaries. [`advance`](RingAllreduce::advance) does whatever has become
+//! possible and returns, so a caller can drive several rings and other work
+//! (the compute threads' gradient buckets) from one thread.
 
-use super::reduce::{add_assign, chunk_range, divide, split_send_recv};
-use crate::comm::Communicator;
-use crate::error::Result;
+use super::reduce::{chunk_range, divide};
+use super::wire::Wire;
+use crate::comm::exchange::{Exchange, Ticket, MAX_TAG};
+use crate::comm::segment_count;
+use crate::error::{Error, Result};
 
-/// Sums (or averages, with `mean`) `buf` over all ranks in place.
-///
-/// `segment_len` (elements, `0` = unsegmented) is the pipelining unit of the
-/// reduce-scatter. The caller has checked that all ranks agree on the length
-/// and the segment size.
-pub(crate) fn ring_allreduce(
-    comm: &dyn Communicator,
-    buf: &mut [f32],
-    segment_len: usize,
+/// Element range of segment `k` of chunk `c` (of `p`) of an `n`-element
+/// buffer.
+fn seg_range(n: usize, p: usize, seg: usize, c: usize, k: usize) -> std::ops::Range<usize> {
+    let ch = chunk_range(n, p, c);
+    let r = crate::comm::segment_range(ch.len(), seg, k);
+    ch.start + r.start..ch.start + r.end
+}
+
+/// Number of tags one ring uses (`2 (p - 1)`, one per step).
+pub(crate) fn tags_per_ring(p: usize) -> u32 {
+    2 * (p.max(1) as u32 - 1)
+}
+
+/// Reusable wire buffers of a ring (receive slots and the staging of what
+/// it sends), sized by [`RingScratch::words_for`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RingScratch {
+    words: Vec<u32>,
+}
+
+impl RingScratch {
+    /// Bytes of scratch a ring over `n` values needs: the reduce-scatter's
+    /// receives, its partial sums in flight, and for 16-bit formats the
+    /// encoded own chunk and the allgather's receives. About
+    /// `(2 - 2/p) N` wire values (f32) or `(3 - 2/p) N` (16-bit).
+    fn bytes_for(n: usize, p: usize, wire: Wire) -> usize {
+        let es = wire.bytes_per_value();
+        // Every chunk is at most ceil(n / p) values.
+        let ch = n.div_ceil(p.max(1));
+        let mut units = 2 * (p - 1); // rs receives + rs staging (p - 1 each)
+        if wire != Wire::F32 {
+            units += 1 + (p - 1); // own encoded chunk + ag receives
+        }
+        units * ch * es
+    }
+
+    fn bytes(&mut self, n: usize, p: usize, wire: Wire) -> &mut [u8] {
+        let need = Self::bytes_for(n, p, wire);
+        if self.words.len() * 4 < need {
+            self.words.resize(need.div_ceil(4), 0);
+        }
+        &mut bytemuck::cast_slice_mut(&mut self.words[..])[..need]
+    }
+}
+
+/// Cuts `&'a mut [u8]` pieces off the front of a buffer.
+struct Carver<'a> {
+    rest: &'a mut [u8],
+}
+
+impl<'a> Carver<'a> {
+    fn take(&mut self, len: usize) -> &'a mut [u8] {
+        let rest = std::mem::take(&mut self.rest);
+        let (head, tail) = rest.split_at_mut(len);
+        self.rest = tail;
+        head
+    }
+}
+
+/// One ring allreduce in flight: `out = sum (or mean) over ranks of
+/// input`.
+pub(crate) struct RingAllreduce<'a> {
+    p: usize,
+    r: usize,
+    n: usize,
+    seg: usize,
+    wire: Wire,
     mean: bool,
-) -> Result<()> {
+    tag0: u32,
+    input: &'a [f32],
+    /// `out_segs[c][k]`: segment `k` of chunk `c` of the output, until it is
+    /// written or handed to a receive.
+    out_segs: Vec<Vec<Option<&'a mut [f32]>>>,
+    /// Receive buffers of the reduce-scatter steps, per step and segment,
+    /// until posted.
+    rs_slots: Vec<Vec<Option<&'a mut [u8]>>>,
+    /// 16-bit formats: receive buffers of the allgather steps.
+    ag_slots: Vec<Vec<Option<&'a mut [u8]>>>,
+    /// Staging of the reduce-scatter sends of step `s` (per segment).
+    rs_stage: Vec<Vec<Option<&'a mut [u8]>>>,
+    /// 16-bit formats: the encoded final sum of this rank's chunk.
+    own_stage: Vec<Option<&'a mut [u8]>>,
+    /// Receive tickets and the next segment to complete, per step.
+    rs: Vec<Vec<Ticket>>,
+    rs_next: Vec<usize>,
+    ag: Vec<Vec<Ticket>>,
+    ag_next: Vec<usize>,
+    sends: Vec<Ticket>,
+    sends_done: usize,
+    started: bool,
+    bytes_sent: usize,
+}
+
+impl<'a> RingAllreduce<'a> {
+    /// A ring of `p` ranks (this one `r`) over `input` into `out` (same
+    /// length), with `seg`-value segments (`0`: one per chunk), tags
+    /// `tag0 .. tag0 + tags_per_ring(p)`. `p >= 2`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        p: usize,
+        r: usize,
+        input: &'a [f32],
+        out: &'a mut [f32],
+        scratch: &'a mut RingScratch,
+        seg: usize,
+        wire: Wire,
+        mean: bool,
+        tag0: u32,
+    ) -> Result<Self> {
+        if p < 2 || r >= p || input.len() != out.len() {
+            return Err(Error::invalid(format!(
+                "ring allreduce: rank {r} of {p}, input {} and output {} values",
+                input.len(),
+                out.len()
+            )));
+        }
+        if tag0 as u64 + tags_per_ring(p) as u64 > MAX_TAG as u64 + 1 {
+            return Err(Error::invalid(format!(
+                "ring allreduce: tags from {tag0} for {p} ranks exceed {MAX_TAG}"
+            )));
+        }
+        let n = input.len();
+        let es = wire.bytes_per_value();
+        let segs = |c: usize| segment_count(chunk_range(n, p, c).len(), seg);
+        let seg_len = |c: usize, k: usize| seg_range(n, p, seg, c, k).len();
+        let n_sends: usize = (0..p).map(segs).sum::<usize>() * 2;
+        // The output, cut into segments.
+        let mut out_segs = Vec::with_capacity(p);
+        let mut rest = out;
+        for c in 0..p {
+            let (chunk, tail) = rest.split_at_mut(chunk_range(n, p, c).len());
+            rest = tail;
+            let mut v = Vec::with_capacity(segs(c));
+            let mut crest = chunk;
+            for k in 0..segs(c) {
+                let (s, t) = crest.split_at_mut(seg_len(c, k));
+                crest = t;
+                v.push(Some(s));
+            }
+            out_segs.push(v);
+        }
+        let mut carve = Carver {
+            rest: scratch.bytes(n, p, wire),
+        };
+        let mut slots = |c: usize, keep: bool| -> Vec<Option<&'a mut [u8]>> {
+            (0..segs(c))
+                .map(|k| keep.then(|| carve.take(seg_len(c, k) * es)))
+                .collect()
+        };
+        let rs_slots = (0..p - 1)
+            .map(|s| slots(rs_recv_chunk(p, r, s), true))
+            .collect();
+        // Step 0 sends the input itself when the wire is f32.
+        let rs_stage = (0..p - 1)
+            .map(|s| slots(rs_send_chunk(p, r, s), s > 0 || wire != Wire::F32))
+            .collect();
+        let half = wire != Wire::F32;
+        let own_stage = slots(owned_chunk(p, r), half);
+        let ag_slots = (0..p - 1)
+            .map(|s| slots(ag_recv_chunk(p, r, s), half))
+            .collect();
+        Ok(RingAllreduce {
+            p,
+            r,
+            n,
+            seg,
+            wire,
+            mean,
+            tag0,
+            input,
+            out_segs,
+            rs_slots,
+            ag_slots,
+            rs_stage,
+            own_stage,
+            rs: Vec::with_capacity(p - 1),
+            rs_next: vec![0; p - 1],
+            ag: Vec::with_capacity(p - 1),
+            ag_next: vec![0; p - 1],
+            sends: Vec::with_capacity(n_sends),
+            sends_done: 0,
+            started: false,
+            bytes_sent: 0,
+        })
+    }
+
+    fn right(&self) -> usize {
+        (self.r + 1) % self.p
+    }
+
+    fn left(&self) -> usize {
+        (self.r + self.p - 1) % self.p
+    }
+
+    fn rs_tag(&self, s: usize) -> u32 {
+        self.tag0 + s as u32
+    }
+
+    fn ag_tag(&self, s: usize) -> u32 {
+        self.tag0 + (self.p - 1 + s) as u32
+    }
+
+    fn range(&self, c: usize, k: usize) -> std::ops::Range<usize> {
+        seg_range(self.n, self.p, self.seg, c, k)
+    }
+
+    /// Posts every receive and the first step's sends.
+    pub(crate) fn start(&mut self, x: &mut dyn Exchange<'a>) -> Result<()> {
+        let (p, r, left) = (self.p, self.r, self.left());
+        for s in 0..p - 1 {
+            let tag = self.rs_tag(s);
+            let mut v = Vec::with_capacity(self.rs_slots[s].len());
+            for slot in self.rs_slots[s].iter_mut() {
+                let buf = slot.take().expect("receive slots are posted once");
+                v.push(x.recv(left, tag, buf)?);
+            }
+            self.rs.push(v);
+        }
+        for s in 0..p - 1 {
+            let tag = self.ag_tag(s);
+            let c = ag_recv_chunk(p, r, s);
+            let mut v = Vec::with_capacity(self.out_segs[c].len());
+            for k in 0..self.out_segs[c].len() {
+                let buf: &'a mut [u8] = if self.wire == Wire::F32 {
+                    let out = self.out_segs[c][k].take().expect("output segment unused");
+                    bytemuck::cast_slice_mut(out)
+                } else {
+                    self.ag_slots[s][k]
+                        .take()
+                        .expect("receive slots are posted once")
+                };
+                v.push(x.recv(left, tag, buf)?);
+            }
+            self.ag.push(v);
+        }
+        // Step 0: this rank's own chunk r.
+        let c = rs_send_chunk(p, r, 0);
+        for k in 0..self.rs_stage[0].len() {
+            let range = self.range(c, k);
+            let data: &'a [u8] = match self.rs_stage[0][k].take() {
+                None => bytemuck::cast_slice(&self.input[range]),
+                Some(stage) => {
+                    self.wire.encode(&self.input[range], stage);
+                    stage
+                }
+            };
+            self.post_send(x, self.rs_tag(0), data)?;
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    fn post_send(&mut self, x: &mut dyn Exchange<'a>, tag: u32, data: &'a [u8]) -> Result<()> {
+        self.bytes_sent += data.len();
+        let t = x.send(self.right(), tag, data)?;
+        self.sends.push(t);
+        Ok(())
+    }
+
+    /// Does everything that has become possible: reduces the segments that
+    /// arrived and sends what they enable. True if anything happened.
+    pub(crate) fn advance(&mut self, x: &mut dyn Exchange<'a>) -> Result<bool> {
+        if !self.started {
+            return Err(Error::invalid("ring allreduce advanced before it started"));
+        }
+        let mut any = false;
+        let p = self.p;
+        for s in 0..p - 1 {
+            while self.rs_next[s] < self.rs[s].len() {
+                let k = self.rs_next[s];
+                let Some(incoming) = x.test(self.rs[s][k])? else {
+                    break;
+                };
+                self.reduced(x, s, k, incoming)?;
+                self.rs_next[s] += 1;
+                any = true;
+            }
+        }
+        for s in 0..p - 1 {
+            while self.ag_next[s] < self.ag[s].len() {
+                let k = self.ag_next[s];
+                let Some(incoming) = x.test(self.ag[s][k])? else {
+                    break;
+                };
+                self.gathered(x, s, k, incoming)?;
+                self.ag_next[s] += 1;
+                any = true;
+            }
+        }
+        while self.sends_done < self.sends.len() {
+            if x.test(self.sends[self.sends_done])?.is_none() {
+                break;
+            }
+            self.sends_done += 1;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// Segment `k` of reduce-scatter step `s` arrived: add it to this
+    /// rank's values and pass the partial sum on (or, at the last step,
+    /// finish the chunk and start its allgather).
+    fn reduced(
+        &mut self,
+        x: &mut dyn Exchange<'a>,
+        s: usize,
+        k: usize,
+        incoming: &'a [u8],
+    ) -> Result<()> {
+        let (p, r) = (self.p, self.r);
+        let c = rs_recv_chunk(p, r, s);
+        let own = &self.input[self.range(c, k)];
+        if s + 1 < p - 1 {
+            let stage = self.rs_stage[s + 1][k].take().expect("staging used once");
+            self.wire.add_encode(own, incoming, stage);
+            return self.post_send(x, self.rs_tag(s + 1), stage);
+        }
+        // Last step: chunk c = r + 1 is complete here.
+        let out = self.out_segs[c][k].take().expect("output segment unused");
+        self.wire.add(own, incoming, out);
+        if self.mean {
+            divide(out, p);
+        }
+        let data: &'a [u8] = match self.own_stage.get_mut(k).and_then(Option::take) {
+            None => bytemuck::cast_slice(&*out),
+            Some(stage) => {
+                self.wire.encode(out, stage);
+                // Keep what the others will receive: replicas identical.
+                self.wire.decode(stage, out);
+                stage
+            }
+        };
+        self.post_send(x, self.ag_tag(0), data)
+    }
+
+    /// Segment `k` of allgather step `s` arrived: keep it and pass it on.
+    fn gathered(
+        &mut self,
+        x: &mut dyn Exchange<'a>,
+        s: usize,
+        k: usize,
+        incoming: &'a [u8],
+    ) -> Result<()> {
+        if self.wire != Wire::F32 {
+            let c = ag_recv_chunk(self.p, self.r, s);
+            let out = self.out_segs[c][k].take().expect("output segment unused");
+            self.wire.decode(incoming, out);
+        }
+        if s + 1 < self.p - 1 {
+            self.post_send(x, self.ag_tag(s + 1), incoming)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every receive and send of this ring has completed.
+    pub(crate) fn is_done(&self) -> bool {
+        self.started
+            && self.sends_done == self.sends.len()
+            && self
+                .rs_next
+                .iter()
+                .zip(&self.rs)
+                .all(|(n, v)| *n == v.len())
+            && self
+                .ag_next
+                .iter()
+                .zip(&self.ag)
+                .all(|(n, v)| *n == v.len())
+    }
+
+    /// Bytes this rank has put on the wire so far.
+    pub(crate) fn bytes_sent(&self) -> usize {
+        self.bytes_sent
+    }
+}
+
+/// Chunk rank `r` sends at reduce-scatter step `s`.
+fn rs_send_chunk(p: usize, r: usize, s: usize) -> usize {
+    (r + p - s) % p
+}
+
+/// Chunk rank `r` receives (and adds to) at reduce-scatter step `s`. Chunk
+/// `c` starts at rank `c` and picks up one rank's values per hop, so its sum
+/// is always formed as `((x_c + x_{c+1}) + x_{c+2}) + ...`, whatever the
+/// timing.
+fn rs_recv_chunk(p: usize, r: usize, s: usize) -> usize {
+    (r + 2 * p - s - 1) % p
+}
+
+/// Chunk whose full sum rank `r` forms (at the last reduce-scatter step).
+fn owned_chunk(p: usize, r: usize) -> usize {
+    (r + 1) % p
+}
+
+/// Chunk rank `r` receives at allgather step `s`.
+fn ag_recv_chunk(p: usize, r: usize, s: usize) -> usize {
+    (r + p - s) % p
+}
+
+/// Sums (or averages, with `mean`) `input` over all ranks into `out`,
+/// driving one [`RingAllreduce`] to completion through `comm.exchange`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ring_allreduce(
+    comm: &dyn crate::comm::Communicator,
+    input: &[f32],
+    out: &mut [f32],
+    scratch: &mut RingScratch,
+    seg: usize,
+    wire: Wire,
+    mean: bool,
+) -> Result<usize> {
     let p = comm.size();
     if p == 1 {
-        return Ok(());
+        out.copy_from_slice(input);
+        return Ok(0);
     }
-    let r = comm.rank();
-    let n = buf.len();
-    let right = (r + 1) % p;
-    let left = (r + p - 1) % p;
-
-    // Reduce-scatter. At step s rank r sends chunk (r - s) and adds the
-    // incoming chunk (r - s - 1) into its own copy. Chunk c starts at rank c
-    // and picks up one rank's values per hop, so its sum is always formed as
-    // ((x_c + x_{c+1}) + x_{c+2}) + ... whatever the timing.
-    for s in 0..p - 1 {
-        let send_c = (r + p - s) % p;
-        let recv_c = (r + 2 * p - s - 1) % p;
-        let (send, acc) =
-            split_send_recv(buf, chunk_range(n, p, send_c), chunk_range(n, p, recv_c));
-        let recv_len = acc.len();
-        comm.sendrecv_f32_segmented(send, right, recv_len, left, segment_len, &mut |off, seg| {
-            add_assign(&mut acc[off..off + seg.len()], seg);
-            Ok(())
-        })?;
-    }
-
-    // Rank r now owns the full sum of chunk r + 1.
-    if mean {
-        divide(&mut buf[chunk_range(n, p, (r + 1) % p)], p);
-    }
-
-    // Allgather: circulate the finished chunks; every rank ends with the
-    // owners' bytes.
-    for s in 0..p - 1 {
-        let send_c = (r + 1 + p - s) % p;
-        let recv_c = (r + p - s) % p;
-        let (send, recv) =
-            split_send_recv(buf, chunk_range(n, p, send_c), chunk_range(n, p, recv_c));
-        comm.sendrecv_f32(send, right, recv, left)?;
-    }
-    Ok(())
+    crate::comm::exchange::run(comm, |x| {
+        let mut ring = RingAllreduce::new(p, comm.rank(), input, out, scratch, seg, wire, mean, 0)?;
+        ring.start(x)?;
+        while !ring.is_done() {
+            if !ring.advance(x)? {
+                x.wait_any(true, &mut || false)?;
+            }
+        }
+        Ok(ring.bytes_sent())
+    })
 }

@@ -28,16 +28,15 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::exchange::{check_tag, Exchange, Ticket};
 use super::watch::{LongestWaits, Watch};
-use super::{
-    check_broadcast_headers, check_peer, length_mismatch, segment_count, segment_range,
-    Communicator, SegmentSink,
-};
+use super::{check_broadcast_headers, check_peer, length_mismatch, Communicator, ExchangeBody};
 use crate::error::{Error, Result};
 
 /// One message between two in-process ranks.
@@ -62,6 +61,9 @@ impl Payload {
     }
 }
 
+/// An exchange message: its tag and bytes.
+type Tagged = (u32, Vec<u8>);
+
 /// State shared by the ranks of one in-process world.
 struct Shared {
     /// `lost_peer[r]` is set when rank `r` saw a peer leave. [`run_ranks`]
@@ -83,6 +85,12 @@ pub struct LocalComm {
     /// Same for the communicator's own collectives.
     coll_tx: Vec<Sender<Payload>>,
     coll_rx: Vec<Receiver<Payload>>,
+    /// Same for [`Communicator::exchange`]: tagged messages.
+    xch_tx: Vec<Sender<Tagged>>,
+    xch_rx: Vec<Receiver<Tagged>>,
+    /// `unexpected[s]`: exchange messages from rank `s` that arrived before
+    /// their receive was posted, in arrival order.
+    unexpected: RefCell<Vec<VecDeque<Tagged>>>,
     /// `recycle_in[d]`: our message buffers that rank `d` has consumed.
     recycle_in: Vec<RecycleIn>,
     /// `recycle_out[s]`: hands rank `s`'s consumed buffers back to it.
@@ -140,6 +148,8 @@ impl LocalComm {
         let mut p2p_rx: Vec<Vec<Receiver<Payload>>> = (0..n).map(|_| Vec::new()).collect();
         let mut coll_tx: Vec<Vec<Sender<Payload>>> = (0..n).map(|_| Vec::new()).collect();
         let mut coll_rx: Vec<Vec<Receiver<Payload>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut xch_tx: Vec<Vec<Sender<Tagged>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut xch_rx: Vec<Vec<Receiver<Tagged>>> = (0..n).map(|_| Vec::new()).collect();
         let mut recycle_in: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         let mut recycle_out: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         // Outer loop over the sender, inner over the receiver: every vector
@@ -152,6 +162,9 @@ impl LocalComm {
                 let (tx, rx) = channel();
                 coll_tx[s].push(tx);
                 coll_rx[d].push(rx);
+                let (tx, rx) = channel();
+                xch_tx[s].push(tx);
+                xch_rx[d].push(rx);
                 let (f32_tx, f32_rx) = channel();
                 let (bytes_tx, bytes_rx) = channel();
                 recycle_out[d].push(Recycle {
@@ -171,9 +184,12 @@ impl LocalComm {
             .zip(coll_tx)
             .zip(coll_rx)
             .zip(recycle_in)
-            .zip(recycle_out);
-        for (rank, (((((p2p_tx, p2p_rx), coll_tx), coll_rx), recycle_in), recycle_out)) in
-            parts.enumerate()
+            .zip(recycle_out)
+            .zip(xch_tx.into_iter().zip(xch_rx));
+        for (
+            rank,
+            ((((((p2p_tx, p2p_rx), coll_tx), coll_rx), recycle_in), recycle_out), (xch_tx, xch_rx)),
+        ) in parts.enumerate()
         {
             comms.push(LocalComm {
                 rank,
@@ -182,6 +198,9 @@ impl LocalComm {
                 p2p_rx,
                 coll_tx,
                 coll_rx,
+                xch_tx,
+                xch_rx,
+                unexpected: RefCell::new(vec![VecDeque::new(); n]),
                 recycle_in,
                 recycle_out,
                 shared: Arc::clone(&shared),
@@ -406,59 +425,6 @@ impl Communicator for LocalComm {
         self.recv_f32_on(Lane::P2p, src, recv)
     }
 
-    fn sendrecv_f32_segmented(
-        &self,
-        send: &[f32],
-        dest: usize,
-        recv_len: usize,
-        src: usize,
-        segment_len: usize,
-        on_segment: &mut SegmentSink<'_>,
-    ) -> Result<()> {
-        check_peer(self, dest, "sendrecv_f32_segmented destination")?;
-        check_peer(self, src, "sendrecv_f32_segmented source")?;
-        let n_send = segment_count(send.len(), segment_len);
-        let n_recv = segment_count(recv_len, segment_len);
-        // Keep one segment ahead: the peer thread can reduce segment k while
-        // this one copies segment k + 1.
-        self.send_f32_on(
-            Lane::P2p,
-            dest,
-            &send[segment_range(send.len(), segment_len, 0)],
-        )?;
-        let mut first_err = None;
-        for k in 0..n_send.max(n_recv) {
-            if k + 1 < n_send {
-                let r = segment_range(send.len(), segment_len, k + 1);
-                self.send_f32_on(Lane::P2p, dest, &send[r])?;
-            }
-            if k < n_recv {
-                let r = segment_range(recv_len, segment_len, k);
-                let p = self.take(Lane::P2p, src)?;
-                match &p {
-                    Payload::F32(v) if v.len() == r.len() => {
-                        if first_err.is_none() {
-                            if let Err(e) = on_segment(r.start, v) {
-                                first_err = Some(e);
-                            }
-                        }
-                    }
-                    other => {
-                        let e = self.wrong_message(
-                            src,
-                            format!("segment {k} of {} f32 value(s)", r.len()),
-                            other,
-                        );
-                        self.give_back(src, p);
-                        return Err(e);
-                    }
-                }
-                self.give_back(src, p);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
     fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()> {
         check_peer(self, dest, "send_bytes destination")?;
         self.send_bytes_on(Lane::P2p, dest, data)
@@ -581,6 +547,210 @@ impl Communicator for LocalComm {
 
     fn transport_name(&self) -> &'static str {
         "in-process (threads)"
+    }
+
+    fn exchange<'a>(&self, body: &mut ExchangeBody<'_, 'a>) -> Result<()> {
+        let mut x = LocalExchange {
+            comm: self,
+            slots: Vec::new(),
+            waiting: Default::default(),
+            pending: 0,
+        };
+        // On an error, sends are complete once posted; receives simply stop.
+        body(&mut x)?;
+        while x.pending > 0 {
+            x.wait_any(true, &mut || false)?;
+        }
+        Ok(())
+    }
+}
+
+enum LocalSlot<'a> {
+    Recv(usize, u32, &'a mut [u8]),
+    Done(&'a [u8]),
+    Taken,
+}
+
+/// [`Exchange`] between in-process ranks: a send copies the bytes into a
+/// message at once (it is complete when posted); a receive completes when
+/// its message has arrived and been copied.
+struct LocalExchange<'a, 'c> {
+    comm: &'c LocalComm,
+    slots: Vec<LocalSlot<'a>>,
+    /// Posted receives not yet matched, per (source, tag), in posting order.
+    waiting: std::collections::HashMap<(usize, u32), VecDeque<usize>>,
+    pending: usize,
+}
+
+impl LocalExchange<'_, '_> {
+    /// Copies message `bytes` into receive slot `i`.
+    fn deliver(&mut self, i: usize, bytes: &[u8]) -> Result<()> {
+        let LocalSlot::Recv(src, tag, buf) =
+            std::mem::replace(&mut self.slots[i], LocalSlot::Taken)
+        else {
+            unreachable!("only receives wait for messages")
+        };
+        if bytes.len() != buf.len() {
+            return Err(self.comm.comm_err(format!(
+                "exchange: expected {} byte(s) from rank {src} (tag {tag}), received {}",
+                buf.len(),
+                bytes.len()
+            )));
+        }
+        buf.copy_from_slice(bytes);
+        self.slots[i] = LocalSlot::Done(buf);
+        self.pending -= 1;
+        Ok(())
+    }
+
+    /// Takes every message that has arrived: to its waiting receive, or to
+    /// the unexpected queue (kept across exchanges). True if a receive
+    /// completed.
+    fn progress(&mut self) -> Result<bool> {
+        let comm = self.comm;
+        let mut any = false;
+        for src in 0..comm.size {
+            loop {
+                match comm.xch_rx[src].try_recv() {
+                    Ok((tag, bytes)) => {
+                        let slot = self
+                            .waiting
+                            .get_mut(&(src, tag))
+                            .and_then(VecDeque::pop_front);
+                        match slot {
+                            Some(i) => {
+                                self.deliver(i, &bytes)?;
+                                any = true;
+                            }
+                            None => comm.unexpected.borrow_mut()[src].push_back((tag, bytes)),
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        if self
+                            .waiting
+                            .iter()
+                            .any(|((s, _), q)| *s == src && !q.is_empty())
+                        {
+                            return Err(comm.peer_gone(src));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(any)
+    }
+}
+
+impl<'a> Exchange<'a> for LocalExchange<'a, '_> {
+    fn send(&mut self, dest: usize, tag: u32, data: &'a [u8]) -> Result<Ticket> {
+        check_peer(self.comm, dest, "exchange send destination")?;
+        check_tag(tag)?;
+        self.comm.xch_tx[dest]
+            .send((tag, data.to_vec()))
+            .map_err(|_| self.comm.peer_gone(dest))?;
+        self.slots.push(LocalSlot::Done(data));
+        Ok(Ticket(self.slots.len() - 1))
+    }
+
+    fn recv(&mut self, src: usize, tag: u32, buf: &'a mut [u8]) -> Result<Ticket> {
+        check_peer(self.comm, src, "exchange receive source")?;
+        check_tag(tag)?;
+        self.slots.push(LocalSlot::Recv(src, tag, buf));
+        self.pending += 1;
+        let i = self.slots.len() - 1;
+        let queue = self.waiting.entry((src, tag)).or_default();
+        if queue.is_empty() {
+            let early = {
+                let mut unexpected = self.comm.unexpected.borrow_mut();
+                let q = &mut unexpected[src];
+                q.iter()
+                    .position(|(t, _)| *t == tag)
+                    .and_then(|pos| q.remove(pos))
+            };
+            if let Some((_, bytes)) = early {
+                self.deliver(i, &bytes)?;
+                return Ok(Ticket(i));
+            }
+        }
+        self.waiting.entry((src, tag)).or_default().push_back(i);
+        Ok(Ticket(i))
+    }
+
+    fn test(&mut self, t: Ticket) -> Result<Option<&'a [u8]>> {
+        match self.slots.get(t.0) {
+            None => return Err(Error::invalid(format!("exchange: no operation {}", t.0))),
+            Some(LocalSlot::Recv(..)) => {
+                self.progress()?;
+            }
+            Some(_) => {}
+        }
+        match std::mem::replace(&mut self.slots[t.0], LocalSlot::Taken) {
+            LocalSlot::Done(data) => Ok(Some(data)),
+            LocalSlot::Taken => Ok(None),
+            recv @ LocalSlot::Recv(..) => {
+                self.slots[t.0] = recv;
+                Ok(None)
+            }
+        }
+    }
+
+    fn wait_any(&mut self, watched: bool, wake: &mut dyn FnMut() -> bool) -> Result<()> {
+        let since = std::time::Instant::now();
+        let watch = if watched { self.comm.watch.get() } else { None };
+        let limit = watch.map(|w| w.timeout).or(self.comm.timeout);
+        loop {
+            if self.progress()? || wake() {
+                if let Some(w) = watch {
+                    self.comm
+                        .longest
+                        .borrow_mut()
+                        .record(w.phase, since.elapsed());
+                }
+                return Ok(());
+            }
+            let waited = since.elapsed();
+            if let (Some(limit), true) = (limit, self.pending > 0) {
+                if waited >= limit {
+                    let from: Vec<usize> = self
+                        .slots
+                        .iter()
+                        .filter_map(|s| match s {
+                            LocalSlot::Recv(src, _, _) => Some(*src),
+                            _ => None,
+                        })
+                        .collect();
+                    let first = from.first().copied().unwrap_or(0);
+                    return Err(match watch {
+                        Some(w) => Error::PeerTimeout {
+                            rank: self.comm.rank,
+                            host: "local".to_string(),
+                            unresponsive: vec![first],
+                            msg: format!(
+                                "waited {:.1} s for rank {first} in an exchange ({w}; deadline \
+                                 {:.1} s)",
+                                waited.as_secs_f64(),
+                                w.timeout.as_secs_f64()
+                            ),
+                        },
+                        None => self.comm.comm_err(format!(
+                            "no exchange message from rank {first} within {limit:?} (deadlock, \
+                             or a peer stuck elsewhere?)"
+                        )),
+                    });
+                }
+            }
+            if waited < Duration::from_millis(1) {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.pending
     }
 }
 

@@ -31,16 +31,18 @@
 
 use crate::error::{Error, Result};
 
+pub mod exchange;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod watch;
 
+use exchange::Exchange;
 use watch::{LongestWaits, Watch};
 
-/// Callback that receives one segment of a segmented receive: the element
-/// offset of the segment inside the whole message, and its values.
-pub type SegmentSink<'a> = dyn FnMut(usize, &[f32]) -> Result<()> + 'a;
+/// The body of a [`Communicator::exchange`]: posts, tests and waits for
+/// non-blocking operations on buffers that live for `'a`.
+pub type ExchangeBody<'f, 'a> = dyn FnMut(&mut dyn Exchange<'a>) -> Result<()> + 'f;
 
 /// A group of `size()` ranks that can exchange messages.
 ///
@@ -65,37 +67,6 @@ pub trait Communicator {
     /// (MPI_Sendrecv): one step of a ring. Never deadlocks when every rank of
     /// a ring calls it at once.
     fn sendrecv_f32(&self, send: &[f32], dest: usize, recv: &mut [f32], src: usize) -> Result<()>;
-
-    /// Pipelined variant of [`Communicator::sendrecv_f32`] for reduction
-    /// steps: `send` goes to `dest` and `recv_len` values come from `src`,
-    /// both cut into messages of `segment_len` elements (the last one
-    /// shorter; `0` means one message). Each received segment is handed to
-    /// `on_segment(offset, values)` in order, as soon as it has arrived, with
-    /// the following segments already posted. This is how the ring allreduce
-    /// lets the transport move segment `k + 1` while it reduces segment `k`
-    /// (as far as the transport progresses on its own) and reduces each
-    /// segment while it is still in cache, without exposing non-blocking
-    /// requests in the trait.
-    ///
-    /// Both peers must use the same `segment_len`, and `recv_len` must equal
-    /// the sender's `send.len()`; a mismatch is an [`Error::Comm`]. Every call
-    /// exchanges at least one message each way, even for empty slices, so that
-    /// mismatched lengths are always detected. If `on_segment` fails, the
-    /// remaining segments are still transferred (keeping both peers in step)
-    /// and the first error is returned. After a size mismatch the two peers
-    /// are out of step (further segments may be left unmatched): treat it as
-    /// fatal for the job (e.g. `MpiComm::abort`).
-    /// [`Allreducer`](crate::collectives::Allreducer) rules it out by
-    /// agreeing on lengths and segment size before every call.
-    fn sendrecv_f32_segmented(
-        &self,
-        send: &[f32],
-        dest: usize,
-        recv_len: usize,
-        src: usize,
-        segment_len: usize,
-        on_segment: &mut SegmentSink<'_>,
-    ) -> Result<()>;
 
     /// Byte-slice variant of [`Communicator::send_f32`].
     fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()>;
@@ -123,6 +94,13 @@ pub trait Communicator {
     /// baseline for the hand-written algorithms. Ranks holding different
     /// lengths get an [`Error::RankMismatch`] on every rank.
     fn native_allreduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+
+    /// Runs `body` with an [`Exchange`]: non-blocking sends and receives
+    /// (see [`exchange`]) that `body` posts, tests and waits for while it
+    /// does other work. Every operation posted is complete when this
+    /// returns; if `body` fails, its pending receives are cancelled and its
+    /// sends completed, and its error is returned.
+    fn exchange<'a>(&self, body: &mut ExchangeBody<'_, 'a>) -> Result<()>;
 
     /// A short human-readable name of the transport, for logs and reports.
     fn transport_name(&self) -> &'static str;

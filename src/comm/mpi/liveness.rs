@@ -57,10 +57,11 @@ pub(super) enum Op {
     Broadcast,
     Allgather,
     Allreduce,
+    Exchange,
 }
 
 impl Op {
-    const ALL: [Op; 8] = [
+    const ALL: [Op; 9] = [
         Op::Send,
         Op::Recv,
         Op::Sendrecv,
@@ -69,6 +70,7 @@ impl Op {
         Op::Broadcast,
         Op::Allgather,
         Op::Allreduce,
+        Op::Exchange,
     ];
 
     fn code(self) -> u64 {
@@ -91,6 +93,7 @@ impl fmt::Display for Op {
             Op::Broadcast => "a broadcast",
             Op::Allgather => "an allgather",
             Op::Allreduce => "MPI_Allreduce",
+            Op::Exchange => "an exchange of segments",
         })
     }
 }
@@ -199,11 +202,25 @@ impl Liveness {
         &self,
         op: Op,
         peer: Option<usize>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> T {
+        self.poll_as(op, peer, true, ready)
+    }
+
+    /// [`poll`](Self::poll), with the deadline only when `watched` (an
+    /// unwatched wait still answers liveness checks and yields the core,
+    /// but never times out and is not recorded among the longest waits).
+    pub(super) fn poll_as<T>(
+        &self,
+        op: Op,
+        peer: Option<usize>,
+        watched: bool,
         mut ready: impl FnMut() -> Option<T>,
     ) -> T {
         if let Some(t) = ready() {
             return t;
         }
+        let watch = || if watched { self.watch.get() } else { None };
         let since = Instant::now();
         let outer = self.waiting.replace(Some(Waiting { op, peer, since }));
         let mut deadline_from = since;
@@ -217,7 +234,7 @@ impl Liveness {
                 self.answer_pings();
                 next_check = now + PING_CHECK_EVERY;
             }
-            if let Some(w) = self.watch.get() {
+            if let Some(w) = watch() {
                 if now.duration_since(deadline_from) >= w.timeout {
                     match self.survey(w, &mut ready) {
                         Survey::Done(t) => break t,
@@ -251,7 +268,7 @@ impl Liveness {
             }
             std::thread::yield_now();
         };
-        if let Some(w) = self.watch.get() {
+        if let Some(w) = watch() {
             self.longest.borrow_mut().record(w.phase, since.elapsed());
         }
         self.waiting.set(outer);

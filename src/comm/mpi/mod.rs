@@ -37,12 +37,10 @@ use mpi::traits::{Communicator as _, CommunicatorCollectives, Destination, Root,
 use mpi::Threading;
 
 use super::watch::{LongestWaits, Watch};
-use super::{
-    check_broadcast_headers, check_peer, length_mismatch, segment_count, segment_range,
-    Communicator, SegmentSink,
-};
+use super::{check_broadcast_headers, check_peer, length_mismatch, Communicator, ExchangeBody};
 use crate::error::{Error, Result};
 
+mod exchange;
 pub mod liveness;
 
 pub use liveness::PEER_TIMEOUT_EXIT_CODE;
@@ -81,6 +79,9 @@ pub fn init() -> Result<MpiComm> {
 /// Not `Send`: MPI is used from the thread that initialised it.
 pub struct MpiComm {
     comm: SimpleCommunicator,
+    /// Duplicate of `comm` for [`Communicator::exchange`]: its messages can
+    /// never match the others.
+    xcomm: SimpleCommunicator,
     rank: usize,
     size: usize,
     /// Deadlines, liveness checks, host names (its communicator is freed
@@ -103,13 +104,6 @@ impl std::fmt::Debug for MpiComm {
     }
 }
 
-/// Most segments a pipelined step keeps in flight towards the right
-/// neighbour. Measured against 1 (wait for each segment's send before the
-/// next): up to 1.4x faster at 4-16 MiB over shared memory, mainly with
-/// more ranks than cores, where it decouples a rank from its right
-/// neighbour's scheduling.
-const SEND_WINDOW: usize = 8;
-
 /// Messages are counted in `i32` by MPI.
 fn mpi_count(len: usize, what: &str) -> Result<i32> {
     i32::try_from(len).map_err(|_| {
@@ -125,8 +119,10 @@ impl MpiComm {
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
         let live = Liveness::new(&comm);
+        let xcomm = comm.duplicate();
         MpiComm {
             comm,
+            xcomm,
             rank,
             size,
             _universe: universe,
@@ -330,105 +326,6 @@ impl Communicator for MpiComm {
         self.sendrecv_any(send, dest, recv, src, "sendrecv_f32")
     }
 
-    /// Double-buffered pipeline: up to 8 segment sends are in
-    /// flight, and segment `k + 1` is matched into the free half of a
-    /// two-segment scratch before `on_segment` reduces segment `k`, which is
-    /// then still in cache. Every receive is size-checked by a matched probe.
-    fn sendrecv_f32_segmented(
-        &self,
-        send: &[f32],
-        dest: usize,
-        recv_len: usize,
-        src: usize,
-        segment_len: usize,
-        on_segment: &mut SegmentSink<'_>,
-    ) -> Result<()> {
-        const WHAT: &str = "sendrecv_f32_segmented";
-        let dest = self.peer_rank(dest, WHAT)?;
-        let src = self.peer_rank(src, WHAT)?;
-        mpi_count(send.len(), WHAT)?;
-        mpi_count(recv_len, WHAT)?;
-        let n_send = segment_count(send.len(), segment_len);
-        let n_recv = segment_count(recv_len, segment_len);
-        let slot = segment_range(recv_len, segment_len, 0).len();
-        let mut scratch = self.scratch.try_borrow_mut().map_err(|_| {
-            self.comm_err(format!(
-                "{WHAT} called again from inside its own on_segment callback"
-            ))
-        })?;
-        if scratch.len() < 2 * slot {
-            scratch.resize(2 * slot, 0.0);
-        }
-        let (mut cur, mut next) = scratch.split_at_mut(slot);
-        let dest_p = self.comm.process_at_rank(dest);
-        let send_seg = |k: usize| &send[segment_range(send.len(), segment_len, k)];
-
-        let mut recv_err: Option<Error> = None;
-        let mut cb_err: Option<Error> = None;
-        // Sends live in the outer scope, up to SEND_WINDOW segments ahead, so
-        // that this rank waits only for its left neighbour's data, not for
-        // its right neighbour to have taken each segment.
-        mpi::request::scope(|outer| {
-            let mut sends: [Option<_>; SEND_WINDOW] = std::array::from_fn(|_| None);
-            let mut posted = 0;
-            let mut post_up_to = |limit: usize, sends: &mut [Option<_>; SEND_WINDOW]| {
-                while posted < n_send.min(limit) {
-                    let i = posted % SEND_WINDOW;
-                    if let Some(r) = sends[i].take() {
-                        self.live.wait(Op::RingStep, Some(dest as usize), r);
-                    }
-                    sends[i] = Some(dest_p.immediate_send(outer, send_seg(posted)));
-                    posted += 1;
-                }
-            };
-            post_up_to(SEND_WINDOW, &mut sends);
-            // Segment 0, unpipelined.
-            if let Err(e) = self.recv_checked(src, &mut cur[..slot], WHAT) {
-                recv_err = Some(e);
-            }
-            for k in 0..n_send.max(n_recv) {
-                post_up_to(k + 1 + SEND_WINDOW, &mut sends);
-                let cur_len = segment_range(recv_len, segment_len, k).len();
-                let next_range = segment_range(recv_len, segment_len, k + 1);
-                mpi::request::scope(|scope| {
-                    // Match segment k + 1 into the free half before reducing
-                    // segment k.
-                    let rreq = if k + 1 < n_recv && recv_err.is_none() {
-                        match self.probe_checked::<f32>(src, next_range.len(), WHAT) {
-                            Ok(msg) => Some(msg.immediate_matched_receive_into(
-                                scope,
-                                &mut next[..next_range.len()],
-                            )),
-                            Err(e) => {
-                                recv_err = Some(e);
-                                None
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    if k < n_recv && recv_err.is_none() && cb_err.is_none() {
-                        let offset = segment_range(recv_len, segment_len, k).start;
-                        if let Err(e) = on_segment(offset, &cur[..cur_len]) {
-                            cb_err = Some(e);
-                        }
-                    }
-                    if let Some(r) = rreq {
-                        self.live.wait(Op::RingStep, Some(src as usize), r);
-                    }
-                });
-                std::mem::swap(&mut cur, &mut next);
-            }
-            for r in sends.iter_mut().filter_map(Option::take) {
-                self.live.wait(Op::RingStep, Some(dest as usize), r);
-            }
-        });
-        match (recv_err, cb_err) {
-            (Some(e), _) | (None, Some(e)) => Err(e),
-            (None, None) => Ok(()),
-        }
-    }
-
     fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()> {
         self.send_any(dest, data, "send_bytes")
     }
@@ -485,6 +382,15 @@ impl Communicator for MpiComm {
             self.live.wait(Op::Allreduce, None, req);
         });
         Ok(())
+    }
+
+    fn exchange<'a>(&self, body: &mut ExchangeBody<'_, 'a>) -> Result<()> {
+        mpi::request::scope(|scope| {
+            let mut x = exchange::MpiExchange::new(self, scope);
+            let res = body(&mut x);
+            let done = x.finish(res.is_err());
+            res.and(done)
+        })
     }
 
     fn transport_name(&self) -> &'static str {
