@@ -2,7 +2,7 @@
 //! cores per rank x allreduce algorithm, written to `target/speedup/`.
 //!
 //! The bench drives the training example as a subprocess under `mpirun`
-//! (one launch per configuration, see `ringsgd::scaling::Launcher` for the
+//! (one launch per configuration, see `ringsgd_speedup::Launcher` for the
 //! exact command line). Unless `--bin PATH` (or `RINGSGD_BIN`) names a
 //! binary, it first runs `cargo build --release --example cifar10` with the
 //! same cargo and manifest, and takes the binary's path from cargo's JSON
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use ringsgd::scaling::{
+use ringsgd_speedup::{
     analyse, run_sweep, running_as_root, to_markdown, write_outputs, Launcher, ModelOptions,
     ModelReport, RunSummary, SweepOptions, OUTPUT_FILES, USAGE,
 };

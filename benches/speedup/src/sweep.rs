@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::summary::{Algorithm, Measurement, RunSummary};
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// Where the training data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub struct SweepPlan {
 /// measure the scheduler, not the algorithm).
 ///
 /// ```
-/// use ringsgd::scaling::{plan_sweep, Algorithm};
+/// use ringsgd_speedup::{plan_sweep, Algorithm};
 /// let plan = plan_sweep(&[Algorithm::Ring], &[1, 2], &[1, 2], Some(2));
 /// assert_eq!(plan.configs, vec![(Algorithm::Ring, 1, 1), (Algorithm::Ring, 1, 2), (Algorithm::Ring, 2, 1)]);
 /// assert_eq!(plan.skipped, vec![(2, 2)]);

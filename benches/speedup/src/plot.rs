@@ -24,7 +24,7 @@ use super::analysis::ScalingRow;
 use super::model::Scheme;
 use super::projection::{ModelReport, Scenario};
 use super::summary::Algorithm;
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// What drawing with plotters gives: its errors are boxed until [`render`]
 /// makes them the crate's.

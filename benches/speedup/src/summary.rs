@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// Gradient-averaging algorithm of a run, as passed to the training binary's
 /// `--allreduce` flag.
@@ -112,7 +112,7 @@ impl RunSummary {
     /// Parses and checks a summary; `source` names the file in errors.
     ///
     /// ```
-    /// use ringsgd::scaling::RunSummary;
+    /// use ringsgd_speedup::RunSummary;
     /// let json = r#"{"ranks":2,"cores_per_rank":1,"global_batch":64,"steps":12,
     ///   "allreduce":"ring","param_count":1116970,"grad_bytes":4467880,"warmup_steps":2,
     ///   "step_s_median":0.5,"compute_s_median":0.4,"allreduce_s_median":0.05,
@@ -190,7 +190,7 @@ impl TimingSplit {
     /// Builds the split from the four medians.
     ///
     /// ```
-    /// use ringsgd::scaling::TimingSplit;
+    /// use ringsgd_speedup::TimingSplit;
     /// let s = TimingSplit::from_medians(1.0, 0.7, 0.1, 0.15);
     /// assert!((s.other_s - 0.05).abs() < 1e-12);
     /// assert!((s.coordination_s() - 0.25).abs() < 1e-12);

@@ -17,7 +17,7 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 /// The rows as CSV: [`CSV_HEADER`], then one line per row, `\n` line ends.
 ///
 /// ```
-/// use ringsgd::scaling::{to_csv, CSV_HEADER};
+/// use ringsgd_speedup::{to_csv, CSV_HEADER};
 /// assert_eq!(to_csv(&[]), format!("{CSV_HEADER}\n"));
 /// ```
 pub fn to_csv(rows: &[ScalingRow]) -> String {

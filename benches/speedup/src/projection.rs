@@ -11,7 +11,7 @@ use super::model::{
     PI3_LINK_BIT_S, PI4_LINK_BIT_S,
 };
 use super::summary::{Algorithm, RunSummary};
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// The speedup the Raspberry Pi study reported with 3 worker nodes.
 pub const STUDY_SPEEDUP_AT_3_NODES: f64 = 2.64;

@@ -10,7 +10,7 @@ use super::model::Broadcast;
 use super::projection::ModelOptions;
 use super::summary::Algorithm;
 use super::sweep::{plan_sweep, DataSource, RunConfig};
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// Usage text of `cargo bench --bench speedup -- [FLAGS]`.
 pub const USAGE: &str = "\
@@ -146,7 +146,7 @@ fn bad(raw: &Raw, what: &str) -> Error {
 /// positive integers.
 ///
 /// ```
-/// use ringsgd::scaling::parse_counts;
+/// use ringsgd_speedup::parse_counts;
 /// assert_eq!(parse_counts("1..4").unwrap(), vec![1, 2, 3, 4]);
 /// assert_eq!(parse_counts("4,1,2").unwrap(), vec![1, 2, 4]);
 /// assert!(parse_counts("0..2").is_err());
