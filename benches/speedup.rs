@@ -186,7 +186,7 @@ fn run(opts: &SweepOptions, local_cores: usize) -> Result<bool, String> {
         }
     }
     let (configs, skipped) = opts.run_configs(local_cores);
-    let algs: Vec<&str> = opts.algorithms.iter().map(|a| a.flag()).collect();
+    let algs: Vec<&str> = opts.algorithms.iter().map(|a| a.name()).collect();
     println!(
         "speedup: {} runs: nodes {} x cores/rank {} x {}; {} steps at global batch {} on {}; \
          {} ({local_cores} local cores)",
@@ -242,7 +242,7 @@ fn run(opts: &SweepOptions, local_cores: usize) -> Result<bool, String> {
                 "[{:>2}/{total}] {:<5} {}x{}: step {:7.1} ms = compute {:.1} + wait {:.1} + \
                  allreduce {:.1} + other {:.1}; {:.1} img/s ({:.1} s)",
                 i + 1,
-                cfg.algorithm.flag(),
+                cfg.algorithm.name(),
                 cfg.nodes,
                 cfg.cores_per_rank,
                 s.step_s * 1e3,

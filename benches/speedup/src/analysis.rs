@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::summary::{Algorithm, Measurement, TimingSplit};
+use super::summary::{Measurement, TimingSplit};
+use ringsgd::collectives::Algorithm;
 use ringsgd::{Error, Result};
 
 /// Images in one epoch of CIFAR-10's training set: the unit of the

@@ -66,7 +66,8 @@ pub use projection::{
     MeasuredPoint, ModelOptions, ModelReport, Scenario, STUDY_SPEEDUP_AT_3_NODES,
 };
 pub use report::{to_csv, to_markdown, CSV_HEADER};
-pub use summary::{Algorithm, Measurement, RunSummary, TimingSplit};
+pub use ringsgd::collectives::Algorithm;
+pub use summary::{algorithm_label, parse_algorithm, Measurement, RunSummary, TimingSplit};
 pub use sweep::{
     plan_sweep, run_sweep, running_as_root, tail, CommandLine, DataSource, Launcher, RunConfig,
     SweepOutcome, SweepPlan,

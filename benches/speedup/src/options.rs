@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::model::Broadcast;
 use super::projection::ModelOptions;
-use super::summary::Algorithm;
+use super::summary::parse_algorithm;
 use super::sweep::{plan_sweep, DataSource, RunConfig};
+use ringsgd::collectives::Algorithm;
 use ringsgd::{Error, Result};
 
 /// Usage text of `cargo bench --bench speedup -- [FLAGS]`.
@@ -305,7 +306,7 @@ impl SweepOptions {
                         .value
                         .split(',')
                         .filter(|s| !s.trim().is_empty())
-                        .map(|s| s.parse::<Algorithm>())
+                        .map(parse_algorithm)
                         .collect::<Result<_>>()
                         .map_err(|e| bad(r, &e.to_string()))?;
                     if o.algorithms.is_empty() {

@@ -10,7 +10,8 @@ use super::model::{
     CostModel, Link, LinkFit, Prediction, Scheme, DEFAULT_ALPHA_S, DEFAULT_PAYLOAD_FRACTION,
     PI3_LINK_BIT_S, PI4_LINK_BIT_S,
 };
-use super::summary::{Algorithm, RunSummary};
+use super::summary::RunSummary;
+use ringsgd::collectives::Algorithm;
 use ringsgd::{Error, Result};
 
 /// The speedup the Raspberry Pi study reported with 3 worker nodes.

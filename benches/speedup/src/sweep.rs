@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::summary::{Algorithm, Measurement, RunSummary};
+use super::summary::{Measurement, RunSummary};
+use ringsgd::collectives::Algorithm;
 use ringsgd::{Error, Result};
 
 /// Where the training data comes from.
@@ -68,7 +69,7 @@ impl RunConfig {
     pub fn stem(&self) -> String {
         format!(
             "{}-n{}-c{}",
-            self.algorithm.flag(),
+            self.algorithm.name(),
             self.nodes,
             self.cores_per_rank
         )
@@ -364,7 +365,7 @@ impl Launcher {
             "--cores".into(),
             cfg.cores_per_rank.to_string(),
             "--allreduce".into(),
-            cfg.algorithm.flag().into(),
+            cfg.algorithm.name().into(),
             "--seed".into(),
             cfg.seed.to_string(),
             "--summary-json".into(),
