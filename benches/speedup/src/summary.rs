@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ringsgd::collectives::Algorithm;
 use ringsgd::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Parses an algorithm as the bench's `--algorithms` flag and the summary's
 /// `allreduce` field spell it: the library's names (`ring`, `mpi`, `naive`,
@@ -40,10 +40,12 @@ pub fn algorithm_label(a: Algorithm) -> &'static str {
 
 /// The JSON object rank 0 of the training binary writes with
 /// `--summary-json PATH` (one object; unknown extra fields are ignored).
+/// The binary (`examples/cifar10`) writes it by serialising this struct, so
+/// writer and reader cannot disagree on a field.
 ///
 /// Times are medians over the steps after `warmup_steps`; for each step the
 /// maximum over ranks is taken before the median.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// World size (number of ranks, "nodes").
     pub ranks: usize,
