@@ -308,7 +308,11 @@ impl SweepOptions {
                         .filter(|s| !s.trim().is_empty())
                         .map(parse_algorithm)
                         .collect::<Result<_>>()
-                        .map_err(|e| bad(r, &e.to_string()))?;
+                        .map_err(|e| match e {
+                            // bad() says "invalid argument" already.
+                            Error::InvalidArgument(msg) => bad(r, &msg),
+                            e => bad(r, &e.to_string()),
+                        })?;
                     if o.algorithms.is_empty() {
                         return Err(bad(r, "no algorithm given"));
                     }
@@ -530,7 +534,11 @@ mod tests {
         assert!(msg(&["--nodes"], &[]).contains("--nodes needs a value"));
         assert!(msg(&["--nodes", "0..2"], &[]).contains("--nodes"));
         assert!(msg(&[], &[("RINGSGD_CORES", "two")]).contains("RINGSGD_CORES"));
-        assert!(msg(&["--algorithms", "ring,tree"], &[]).contains("\"tree\""));
+        let m = msg(&["--algorithms", "ring,tree"], &[]);
+        assert!(
+            m.contains("\"tree\"") && m.matches("invalid argument").count() == 1,
+            "{m}"
+        );
         assert!(msg(&["--steps", "0"], &[]).contains("--steps must be >= 1"));
         assert!(msg(&["--model-payload", "1.5"], &[]).contains("--model-payload"));
         assert!(msg(&["--global-batch", "2", "--nodes", "1..3"], &[]).contains("3 nodes"));
