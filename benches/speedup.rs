@@ -2,7 +2,7 @@
 //! cores per rank x allreduce algorithm, written to `target/speedup/`.
 //!
 //! The bench drives the training example as a subprocess under `mpirun`
-//! (one launch per configuration, see `ringsgd::scaling::Launcher` for the
+//! (one launch per configuration, see `ringsgd_speedup::Launcher` for the
 //! exact command line). Unless `--bin PATH` (or `RINGSGD_BIN`) names a
 //! binary, it first runs `cargo build --release --example cifar10` with the
 //! same cargo and manifest, and takes the binary's path from cargo's JSON
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use ringsgd::scaling::{
+use ringsgd_speedup::{
     analyse, run_sweep, running_as_root, to_markdown, write_outputs, Launcher, ModelOptions,
     ModelReport, RunSummary, SweepOptions, OUTPUT_FILES, USAGE,
 };
@@ -186,7 +186,7 @@ fn run(opts: &SweepOptions, local_cores: usize) -> Result<bool, String> {
         }
     }
     let (configs, skipped) = opts.run_configs(local_cores);
-    let algs: Vec<&str> = opts.algorithms.iter().map(|a| a.flag()).collect();
+    let algs: Vec<&str> = opts.algorithms.iter().map(|a| a.name()).collect();
     println!(
         "speedup: {} runs: nodes {} x cores/rank {} x {}; {} steps at global batch {} on {}; \
          {} ({local_cores} local cores)",
@@ -242,7 +242,7 @@ fn run(opts: &SweepOptions, local_cores: usize) -> Result<bool, String> {
                 "[{:>2}/{total}] {:<5} {}x{}: step {:7.1} ms = compute {:.1} + wait {:.1} + \
                  allreduce {:.1} + other {:.1}; {:.1} img/s ({:.1} s)",
                 i + 1,
-                cfg.algorithm.flag(),
+                cfg.algorithm.name(),
                 cfg.nodes,
                 cfg.cores_per_rank,
                 s.step_s * 1e3,

@@ -17,8 +17,10 @@
 //! * [`data`]: CIFAR-10 loading, augmentation, sharding.
 //! * [`checkpoint`]: checkpoints and safetensors export.
 //! * [`trainer`]: the data-parallel training loop.
-//! * [`scaling`]: speedup sweeps over nodes x cores, their tables and plots,
-//!   and a cost model that extrapolates them.
+//!
+//! The speedup sweep behind `cargo bench --bench speedup` (launcher, tables,
+//! plots, cost model) is not part of the library: it lives with the bench in
+//! the repository's `benches/speedup` crate.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -33,7 +35,6 @@ pub mod nn;
 pub mod optim;
 pub mod output;
 pub mod parallel;
-pub mod scaling;
 pub mod trainer;
 
 pub use error::{Error, Result};

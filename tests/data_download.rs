@@ -1,5 +1,11 @@
 //! Download of the dataset archive, against a local HTTP server on
 //! 127.0.0.1 only (never any other network target).
+//!
+//! Needs the `download` feature (off by default; tests/data_download_skipped.rs
+//! says so without it): `cargo test --features download`. The last test runs
+//! the cifar10 example's binary, which an unfiltered `cargo test` builds with
+//! the same features; with `--test data_download` build it first:
+//! `cargo build --features download --example cifar10`.
 #![cfg(feature = "download")]
 
 use std::io::{BufRead, BufReader, Write};

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ringsgd::scaling::{
+use ringsgd_speedup::{
     analyse, run_sweep, running_as_root, write_outputs, Algorithm, Broadcast, Launcher,
     ModelReport, Scheme, SweepOptions, CSV_HEADER, OUTPUT_FILES,
 };

@@ -7,7 +7,8 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use ringsgd::comm::Communicator;
 use ringsgd::trainer::{median_times, EpochReport, StepProgress, StepTimes, Trainer};
-use ringsgd::Result;
+use ringsgd::{Error, Result};
+use ringsgd_speedup::RunSummary;
 
 use crate::cli::Args;
 
@@ -97,10 +98,10 @@ impl EpochPrinter {
     }
 }
 
-/// The `--summary-json` object (see the speedup bench for its consumer).
-pub struct Summary {
-    text: String,
-}
+/// The `--summary-json` object: the speedup bench's
+/// [`RunSummary`](ringsgd_speedup::RunSummary), the struct the bench parses
+/// it into, so the writer and its reader share one definition.
+pub struct Summary(RunSummary);
 
 impl Summary {
     pub fn new(
@@ -116,37 +117,37 @@ impl Summary {
             .unwrap_or((times.len() / 4).min(2))
             .min(times.len().saturating_sub(1));
         let med = median_times(&times[warm..]).unwrap_or_default();
-        let params = trainer.model().num_params();
+        let params = trainer.model().num_params() as u64;
         let gb = trainer.config().global_batch;
         let ips = if med.step > 0.0 {
             gb as f64 / med.step
         } else {
             0.0
         };
-        let text = format!(
-            "{{\"ranks\":{},\"cores_per_rank\":{},\"global_batch\":{gb},\"steps\":{},\
-             \"allreduce\":\"{}\",\"param_count\":{params},\"grad_bytes\":{},\"warmup_steps\":{warm},\
-             \"step_s_median\":{:.9},\"compute_s_median\":{:.9},\"allreduce_s_median\":{:.9},\
-             \"wait_s_median\":{:.9},\"images_per_sec\":{:.3},\"peak_rss_bytes_max\":{},\
-             \"total_s\":{:.6}}}\n",
-            comm.size(),
-            trainer.cores(),
-            times.len(),
-            trainer.config().algorithm,
-            params * 4,
-            med.step,
-            med.compute,
-            med.allreduce,
-            med.wait,
-            ips,
-            (peak_rss_mib as f64 * 1024.0 * 1024.0) as u64,
-            total_s
-        );
-        Summary { text }
+        Summary(RunSummary {
+            ranks: comm.size(),
+            cores_per_rank: trainer.cores(),
+            global_batch: gb,
+            steps: times.len(),
+            allreduce: trainer.config().algorithm.to_string(),
+            param_count: params,
+            grad_bytes: params * 4,
+            warmup_steps: warm,
+            step_s_median: med.step,
+            compute_s_median: med.compute,
+            allreduce_s_median: med.allreduce,
+            wait_s_median: med.wait,
+            images_per_sec: ips,
+            peak_rss_bytes_max: (peak_rss_mib as f64 * 1024.0 * 1024.0) as u64,
+            total_s,
+        })
     }
 
     /// Writes the summary atomically (temporary file, then rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        ringsgd::output::write_atomic(path, self.text.as_bytes())
+        let mut text = serde_json::to_string(&self.0)
+            .map_err(|e| Error::invalid(format!("--summary-json {}: {e}", path.display())))?;
+        text.push('\n');
+        ringsgd::output::write_atomic(path, text.as_bytes())
     }
 }

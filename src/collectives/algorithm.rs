@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 /// Which allreduce an [`Allreducer`](super::Allreducer) runs.
 ///
 /// Spelled `ring`, `mpi` and `naive` on command lines and in reports
-/// ([`FromStr`] and [`Display`](fmt::Display) round-trip).
+/// ([`FromStr`] and [`Display`](fmt::Display) round-trip). Ordered as
+/// [`Algorithm::ALL`] lists them, so that reports can key maps by it.
 ///
 /// ```
 /// use ringsgd::collectives::Algorithm;
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 /// assert!("tree".parse::<Algorithm>().is_err());
 /// # Ok::<(), ringsgd::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
     /// Hand-written ring allreduce (reduce-scatter + allgather), segmented
     /// and pipelined. Bandwidth optimal; bitwise reproducible.
@@ -89,6 +90,7 @@ mod tests {
             assert_eq!(a.to_string().parse::<Algorithm>().unwrap(), a);
             assert_eq!(Algorithm::from_code(a.code()), Some(a));
         }
+        assert!(Algorithm::ALL.windows(2).all(|w| w[0] < w[1]));
         let e = "Ring".parse::<Algorithm>().unwrap_err().to_string();
         assert!(
             e.contains("\"Ring\"") && e.contains("ring, mpi, naive"),

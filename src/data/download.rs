@@ -24,7 +24,7 @@
 //! * Errors are [`Error::Download`] naming the URL: HTTP status, connection
 //!   refused, time-outs, a short body, a checksum mismatch.
 //!
-//! Requires the `download` cargo feature (on by default) for the network
+//! Requires the `download` cargo feature (off by default) for the network
 //! part; without it, a cached archive is still found and checked, and a
 //! download attempt returns an error saying how to enable it.
 
@@ -315,7 +315,7 @@ fn open_stream(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
     Err(download_err(
         url,
         "this build of ringsgd has no `download` feature: rebuild with it \
-         (it is on by default) or fetch the archive by hand into the cache folder",
+         (`--features download`) or fetch the archive by hand into the cache folder",
     ))
 }
 

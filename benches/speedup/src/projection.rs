@@ -10,8 +10,9 @@ use super::model::{
     CostModel, Link, LinkFit, Prediction, Scheme, DEFAULT_ALPHA_S, DEFAULT_PAYLOAD_FRACTION,
     PI3_LINK_BIT_S, PI4_LINK_BIT_S,
 };
-use super::summary::{Algorithm, RunSummary};
-use crate::error::{Error, Result};
+use super::summary::RunSummary;
+use ringsgd::collectives::Algorithm;
+use ringsgd::{Error, Result};
 
 /// The speedup the Raspberry Pi study reported with 3 worker nodes.
 pub const STUDY_SPEEDUP_AT_3_NODES: f64 = 2.64;

@@ -6,7 +6,7 @@ use super::analysis::ScalingRow;
 use super::plot::{efficiency_svg, model_svg, speedup_svg, time_vs_nodes_svg};
 use super::projection::ModelReport;
 use super::report::{to_csv, to_markdown};
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// Names of the files [`write_outputs`] writes, in order.
 pub const OUTPUT_FILES: [&str; 6] = [

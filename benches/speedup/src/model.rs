@@ -52,7 +52,7 @@
 //! includes the cost of summing; for network links
 //! [`Link::ethernet`] uses `beta = 8 / (nominal bit/s * payload fraction)`.
 
-use crate::error::{Error, Result};
+use ringsgd::{Error, Result};
 
 /// Nominal rate of the Raspberry Pi 3's 100 Mbit/s Ethernet, bit/s.
 pub const PI3_LINK_BIT_S: f64 = 100e6;
@@ -78,7 +78,7 @@ impl Link {
     /// An Ethernet link: `beta = 8 / (nominal_bit_s * payload_fraction)`.
     ///
     /// ```
-    /// use ringsgd::scaling::Link;
+    /// use ringsgd_speedup::Link;
     /// let gbe = Link::ethernet(1e9, 0.94, 100e-6)?;
     /// assert!((gbe.payload_bit_s() - 940e6).abs() < 1.0);
     /// # Ok::<(), ringsgd::Error>(())
@@ -143,7 +143,7 @@ impl Scheme {
     /// bytes over `nodes` ranks (both 0 for one rank).
     ///
     /// ```
-    /// use ringsgd::scaling::{Broadcast, Scheme};
+    /// use ringsgd_speedup::{Broadcast, Scheme};
     /// assert_eq!(Scheme::Ring.terms(4, 1000), (6.0, 1500.0));
     /// assert_eq!(Scheme::GatherToRoot(Broadcast::Sequential).terms(4, 1000), (6.0, 6000.0));
     /// assert_eq!(Scheme::GatherToRoot(Broadcast::BinomialTree).terms(4, 1000), (5.0, 5000.0));
@@ -276,7 +276,7 @@ pub struct LinkFit {
 /// rank are ignored: they move no bytes).
 ///
 /// ```
-/// use ringsgd::scaling::{fit_link, AllreduceSample, Broadcast, Link, Scheme};
+/// use ringsgd_speedup::{fit_link, AllreduceSample, Broadcast, Link, Scheme};
 /// let truth = Link { alpha_s: 30e-6, beta_s_per_byte: 2e-10 };
 /// let n = 4_467_880;
 /// let samples: Vec<_> = [Scheme::Ring, Scheme::GatherToRoot(Broadcast::Sequential)]
@@ -349,7 +349,7 @@ pub struct ComputeFit {
 /// count present in `samples`, sorted by cores.
 ///
 /// ```
-/// use ringsgd::scaling::{fit_compute, ComputeSample};
+/// use ringsgd_speedup::{fit_compute, ComputeSample};
 /// let s = [(64.0, 0.66), (32.0, 0.34)].map(|(n, t)| ComputeSample {
 ///     cores: 1, images_per_rank: n, seconds: t });
 /// let fit = fit_compute(&s)?;
@@ -465,7 +465,7 @@ impl CostModel {
     /// cap the speedup at `B / ceil(B/p)`).
     ///
     /// ```
-    /// use ringsgd::scaling::{CostModel, Link, Scheme};
+    /// use ringsgd_speedup::{CostModel, Link, Scheme};
     /// let m = CostModel { per_image_s: 0.0, per_step_s: 0.0, global_batch: 64,
     ///     grad_bytes: 4_467_880, link: Link::ethernet(1e9, 0.94, 100e-6)?, scheme: Scheme::Ring };
     /// let t = m.per_image_for_speedup(3, 2.64).unwrap();
@@ -488,7 +488,7 @@ impl CostModel {
     /// Predictions at `1..=max_nodes` nodes.
     ///
     /// ```
-    /// use ringsgd::scaling::{CostModel, Link, Scheme};
+    /// use ringsgd_speedup::{CostModel, Link, Scheme};
     /// let m = CostModel { per_image_s: 0.01, per_step_s: 0.0, global_batch: 64,
     ///     grad_bytes: 4_467_880, link: Link::ethernet(1e9, 0.94, 100e-6)?, scheme: Scheme::Ring };
     /// let curve = m.curve(64);

@@ -2,10 +2,13 @@
 //! waiting and allreduce, and a cost model that predicts beyond the measured
 //! points.
 //!
-//! This module is what `cargo bench --bench speedup` is made of; it is pure
-//! Rust with no MPI: the sweep launches the training binary
-//! (`examples/cifar10`) under `mpirun` as a subprocess and reads the JSON
-//! summary rank 0 writes.
+//! This crate is what `cargo bench --bench speedup` of the ringsgd
+//! repository is made of. It is a workspace member of its own (not part of
+//! the `ringsgd` library) so that users of the library compile none of it
+//! nor its dependencies (plotters, serde, serde_json). It is pure Rust with
+//! no MPI: the sweep launches the training binary (`examples/cifar10`) under
+//! `mpirun` as a subprocess and reads the JSON summary rank 0 writes. Errors
+//! are the library's [`ringsgd::Error`].
 //!
 //! * [`summary`](RunSummary): the binary's `--summary-json` output, one
 //!   [`Measurement`] per configuration and its [`TimingSplit`].
@@ -24,7 +27,7 @@
 //!   [`plan_sweep`], [`Launcher`].
 //!
 //! ```
-//! use ringsgd::scaling::{analyse, to_markdown, Algorithm, Measurement, RunSummary};
+//! use ringsgd_speedup::{analyse, to_markdown, Algorithm, Measurement, RunSummary};
 //! let json = r#"{"ranks":1,"cores_per_rank":1,"global_batch":64,"steps":12,
 //!   "allreduce":"ring","param_count":1116970,"grad_bytes":4467880,"warmup_steps":2,
 //!   "step_s_median":0.8,"compute_s_median":0.78,"allreduce_s_median":0.0,
@@ -36,6 +39,9 @@
 //! assert!(to_markdown(&rows).contains("| ring | 1 | 1 | 1 | 800.0 |"));
 //! # Ok::<(), ringsgd::Error>(())
 //! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod analysis;
 pub mod model;
@@ -60,7 +66,8 @@ pub use projection::{
     MeasuredPoint, ModelOptions, ModelReport, Scenario, STUDY_SPEEDUP_AT_3_NODES,
 };
 pub use report::{to_csv, to_markdown, CSV_HEADER};
-pub use summary::{Algorithm, Measurement, RunSummary, TimingSplit};
+pub use ringsgd::collectives::Algorithm;
+pub use summary::{algorithm_label, parse_algorithm, Measurement, RunSummary, TimingSplit};
 pub use sweep::{
     plan_sweep, run_sweep, running_as_root, tail, CommandLine, DataSource, Launcher, RunConfig,
     SweepOutcome, SweepPlan,

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::summary::{Algorithm, Measurement, TimingSplit};
-use crate::error::{Error, Result};
+use super::summary::{Measurement, TimingSplit};
+use ringsgd::collectives::Algorithm;
+use ringsgd::{Error, Result};
 
 /// Images in one epoch of CIFAR-10's training set: the unit of the
 /// "time per epoch equivalent" column.
@@ -60,7 +61,7 @@ impl ScalingRow {
 /// algorithm (speedup at fixed global batch would be meaningless).
 ///
 /// ```
-/// use ringsgd::scaling::{analyse, Algorithm, Measurement, RunSummary};
+/// use ringsgd_speedup::{analyse, Algorithm, Measurement, RunSummary};
 /// # fn run(ranks: usize, step: f64) -> RunSummary {
 /// #   RunSummary { ranks, cores_per_rank: 1, global_batch: 64, steps: 12,
 /// #     allreduce: "ring".into(), param_count: 1, grad_bytes: 4, warmup_steps: 2,

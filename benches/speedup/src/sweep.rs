@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::summary::{Algorithm, Measurement, RunSummary};
-use crate::error::{Error, Result};
+use super::summary::{Measurement, RunSummary};
+use ringsgd::collectives::Algorithm;
+use ringsgd::{Error, Result};
 
 /// Where the training data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl RunConfig {
     pub fn stem(&self) -> String {
         format!(
             "{}-n{}-c{}",
-            self.algorithm.flag(),
+            self.algorithm.name(),
             self.nodes,
             self.cores_per_rank
         )
@@ -104,7 +105,7 @@ pub struct SweepPlan {
 /// measure the scheduler, not the algorithm).
 ///
 /// ```
-/// use ringsgd::scaling::{plan_sweep, Algorithm};
+/// use ringsgd_speedup::{plan_sweep, Algorithm};
 /// let plan = plan_sweep(&[Algorithm::Ring], &[1, 2], &[1, 2], Some(2));
 /// assert_eq!(plan.configs, vec![(Algorithm::Ring, 1, 1), (Algorithm::Ring, 1, 2), (Algorithm::Ring, 2, 1)]);
 /// assert_eq!(plan.skipped, vec![(2, 2)]);
@@ -364,7 +365,7 @@ impl Launcher {
             "--cores".into(),
             cfg.cores_per_rank.to_string(),
             "--allreduce".into(),
-            cfg.algorithm.flag().into(),
+            cfg.algorithm.name().into(),
             "--seed".into(),
             cfg.seed.to_string(),
             "--summary-json".into(),

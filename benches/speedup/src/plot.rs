@@ -23,8 +23,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::analysis::ScalingRow;
 use super::model::Scheme;
 use super::projection::{ModelReport, Scenario};
-use super::summary::Algorithm;
-use crate::error::{Error, Result};
+use super::summary::algorithm_label;
+use ringsgd::collectives::Algorithm;
+use ringsgd::{Error, Result};
 
 /// What drawing with plotters gives: its errors are boxed until [`render`]
 /// makes them the crate's.
@@ -267,7 +268,7 @@ pub fn time_vs_nodes_svg(rows: &[ScalingRow]) -> Result<String> {
                 .max(1e-3)
                 * 1.15;
             let panel = Panel {
-                caption: alg.label(),
+                caption: algorithm_label(alg),
                 y_label_area: 55,
                 x_desc: "nodes",
                 y_desc: "ms per step",
@@ -474,7 +475,7 @@ pub fn speedup_svg(rows: &[ScalingRow]) -> Result<String> {
             &mut chart,
             rows,
             |r| r.speedup.map(|s| (r.nodes() as f64, s)),
-            |alg, c| format!("{}, {c} {}/rank", alg.label(), cores_word(c)),
+            |alg, c| format!("{}, {c} {}/rank", algorithm_label(alg), cores_word(c)),
         )?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 12)?;
 
@@ -498,7 +499,7 @@ pub fn speedup_svg(rows: &[ScalingRow]) -> Result<String> {
                 &mut chart,
                 pts,
                 alg_color(alg),
-                format!("k nodes x 1 core, {}", alg.label()),
+                format!("k nodes x 1 core, {}", algorithm_label(alg)),
             )?;
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 12)?;
@@ -533,7 +534,7 @@ pub fn efficiency_svg(rows: &[ScalingRow]) -> Result<String> {
             &mut chart,
             rows,
             |r| r.efficiency.map(|e| (r.equivalent_cores() as f64, e)),
-            |alg, c| format!("{}, nodes x {c} {}", alg.label(), cores_word(c)),
+            |alg, c| format!("{}, nodes x {c} {}", algorithm_label(alg), cores_word(c)),
         )?;
         draw_legend(&mut chart, SeriesLabelPosition::LowerLeft, 12)?;
         Ok(())
@@ -718,7 +719,7 @@ pub fn model_svg(report: &ModelReport) -> Result<String> {
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, color.filled())))?
                 .label(format!(
                     "{} measured here ({} {}/rank)",
-                    alg.label(),
+                    algorithm_label(alg),
                     report.cores,
                     cores_word(report.cores)
                 ))

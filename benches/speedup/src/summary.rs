@@ -1,79 +1,51 @@
 //! One measured configuration: the training binary's summary JSON, and the
 //! split of a step into compute, waiting, allreduce and the rest.
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
-use serde::Deserialize;
+use ringsgd::collectives::Algorithm;
+use ringsgd::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
-/// Gradient-averaging algorithm of a run, as passed to the training binary's
-/// `--allreduce` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Algorithm {
-    /// The hand-written ring allreduce (reduce-scatter + allgather).
-    Ring,
-    /// The transport's own allreduce (`MPI_Allreduce`).
-    Mpi,
-    /// Gather-to-root: every rank sends its gradient to rank 0, which sums and
-    /// sends the result back (the master-node scheme of the Raspberry Pi study).
-    Naive,
-}
-
-impl Algorithm {
-    /// All algorithms, in the order tables and plots list them.
-    pub const ALL: [Algorithm; 3] = [Algorithm::Ring, Algorithm::Mpi, Algorithm::Naive];
-
-    /// The value of the training binary's `--allreduce` flag and of the CSV
-    /// `algorithm` column: `ring`, `mpi` or `naive`.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Algorithm::Ring => "ring",
-            Algorithm::Mpi => "mpi",
-            Algorithm::Naive => "naive",
-        }
-    }
-
-    /// A human-readable name for plot legends.
-    pub fn label(self) -> &'static str {
-        match self {
-            Algorithm::Ring => "ring",
-            Algorithm::Mpi => "MPI native",
-            Algorithm::Naive => "gather-to-root",
-        }
+/// Parses an algorithm as the bench's `--algorithms` flag and the summary's
+/// `allreduce` field spell it: the library's names (`ring`, `mpi`, `naive`,
+/// see [`Algorithm`]'s `FromStr`), case-insensitive and trimmed, and the
+/// aliases `native` (= `mpi`), `gather` and `gather-to-root` (= `naive`).
+///
+/// ```
+/// use ringsgd_speedup::{parse_algorithm, Algorithm};
+/// assert_eq!(parse_algorithm(" Gather ")?, Algorithm::Naive);
+/// assert_eq!(parse_algorithm("native")?, Algorithm::Mpi);
+/// assert!(parse_algorithm("tree").is_err());
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+pub fn parse_algorithm(s: &str) -> Result<Algorithm> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "native" => Ok(Algorithm::Mpi),
+        "gather" | "gather-to-root" => Ok(Algorithm::Naive),
+        other => other.parse(),
     }
 }
 
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.flag())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = Error;
-
-    /// Parses `ring`, `mpi` or `naive` (also `gather` for `naive`).
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "ring" => Ok(Algorithm::Ring),
-            "mpi" | "native" => Ok(Algorithm::Mpi),
-            "naive" | "gather" | "gather-to-root" => Ok(Algorithm::Naive),
-            other => Err(Error::invalid(format!(
-                "unknown allreduce algorithm {other:?} (expected ring, mpi or naive)"
-            ))),
-        }
+/// A human-readable name of an algorithm for plot legends: `ring`,
+/// `MPI native`, `gather-to-root`.
+pub fn algorithm_label(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::Ring => "ring",
+        Algorithm::Mpi => "MPI native",
+        Algorithm::Naive => "gather-to-root",
     }
 }
 
 /// The JSON object rank 0 of the training binary writes with
 /// `--summary-json PATH` (one object; unknown extra fields are ignored).
+/// The binary (`examples/cifar10`) writes it by serialising this struct, so
+/// writer and reader cannot disagree on a field.
 ///
 /// Times are medians over the steps after `warmup_steps`; for each step the
 /// maximum over ranks is taken before the median.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// World size (number of ranks, "nodes").
     pub ranks: usize,
@@ -112,7 +84,7 @@ impl RunSummary {
     /// Parses and checks a summary; `source` names the file in errors.
     ///
     /// ```
-    /// use ringsgd::scaling::RunSummary;
+    /// use ringsgd_speedup::RunSummary;
     /// let json = r#"{"ranks":2,"cores_per_rank":1,"global_batch":64,"steps":12,
     ///   "allreduce":"ring","param_count":1116970,"grad_bytes":4467880,"warmup_steps":2,
     ///   "step_s_median":0.5,"compute_s_median":0.4,"allreduce_s_median":0.05,
@@ -190,7 +162,7 @@ impl TimingSplit {
     /// Builds the split from the four medians.
     ///
     /// ```
-    /// use ringsgd::scaling::TimingSplit;
+    /// use ringsgd_speedup::TimingSplit;
     /// let s = TimingSplit::from_medians(1.0, 0.7, 0.1, 0.15);
     /// assert!((s.other_s - 0.05).abs() < 1e-12);
     /// assert!((s.coordination_s() - 0.25).abs() < 1e-12);
@@ -239,7 +211,7 @@ impl Measurement {
         cores_per_rank: usize,
         summary: RunSummary,
     ) -> Result<Self> {
-        let reported: Algorithm = summary.allreduce.parse()?;
+        let reported = parse_algorithm(&summary.allreduce)?;
         if reported != algorithm {
             return Err(Error::invalid(format!(
                 "summary of the {algorithm} run at {nodes}x{cores_per_rank} reports allreduce {:?}",
@@ -307,7 +279,7 @@ pub(crate) mod tests {
             cores_per_rank: cores,
             global_batch: 64,
             steps: 12,
-            allreduce: alg.flag().into(),
+            allreduce: alg.name().into(),
             param_count: 1_116_970,
             grad_bytes: 4_467_880,
             warmup_steps: 2,
@@ -324,9 +296,11 @@ pub(crate) mod tests {
     #[test]
     fn algorithm_round_trips_and_rejects_unknown() {
         for a in Algorithm::ALL {
-            assert_eq!(a.flag().parse::<Algorithm>().unwrap(), a);
+            assert_eq!(parse_algorithm(a.name()).unwrap(), a);
+            assert_eq!(parse_algorithm(&a.name().to_uppercase()).unwrap(), a);
         }
-        let err = "tree".parse::<Algorithm>().unwrap_err().to_string();
+        assert_eq!(parse_algorithm("gather-to-root").unwrap(), Algorithm::Naive);
+        let err = parse_algorithm("tree").unwrap_err().to_string();
         assert!(err.contains("\"tree\""), "{err}");
     }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::model::Broadcast;
 use super::projection::ModelOptions;
-use super::summary::Algorithm;
+use super::summary::parse_algorithm;
 use super::sweep::{plan_sweep, DataSource, RunConfig};
-use crate::error::{Error, Result};
+use ringsgd::collectives::Algorithm;
+use ringsgd::{Error, Result};
 
 /// Usage text of `cargo bench --bench speedup -- [FLAGS]`.
 pub const USAGE: &str = "\
@@ -146,7 +147,7 @@ fn bad(raw: &Raw, what: &str) -> Error {
 /// positive integers.
 ///
 /// ```
-/// use ringsgd::scaling::parse_counts;
+/// use ringsgd_speedup::parse_counts;
 /// assert_eq!(parse_counts("1..4").unwrap(), vec![1, 2, 3, 4]);
 /// assert_eq!(parse_counts("4,1,2").unwrap(), vec![1, 2, 4]);
 /// assert!(parse_counts("0..2").is_err());
@@ -305,9 +306,13 @@ impl SweepOptions {
                         .value
                         .split(',')
                         .filter(|s| !s.trim().is_empty())
-                        .map(|s| s.parse::<Algorithm>())
+                        .map(parse_algorithm)
                         .collect::<Result<_>>()
-                        .map_err(|e| bad(r, &e.to_string()))?;
+                        .map_err(|e| match e {
+                            // bad() says "invalid argument" already.
+                            Error::InvalidArgument(msg) => bad(r, &msg),
+                            e => bad(r, &e.to_string()),
+                        })?;
                     if o.algorithms.is_empty() {
                         return Err(bad(r, "no algorithm given"));
                     }
@@ -529,7 +534,11 @@ mod tests {
         assert!(msg(&["--nodes"], &[]).contains("--nodes needs a value"));
         assert!(msg(&["--nodes", "0..2"], &[]).contains("--nodes"));
         assert!(msg(&[], &[("RINGSGD_CORES", "two")]).contains("RINGSGD_CORES"));
-        assert!(msg(&["--algorithms", "ring,tree"], &[]).contains("\"tree\""));
+        let m = msg(&["--algorithms", "ring,tree"], &[]);
+        assert!(
+            m.contains("\"tree\"") && m.matches("invalid argument").count() == 1,
+            "{m}"
+        );
         assert!(msg(&["--steps", "0"], &[]).contains("--steps must be >= 1"));
         assert!(msg(&["--model-payload", "1.5"], &[]).contains("--model-payload"));
         assert!(msg(&["--global-batch", "2", "--nodes", "1..3"], &[]).contains("3 nodes"));

@@ -17,7 +17,7 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 /// The rows as CSV: [`CSV_HEADER`], then one line per row, `\n` line ends.
 ///
 /// ```
-/// use ringsgd::scaling::{to_csv, CSV_HEADER};
+/// use ringsgd_speedup::{to_csv, CSV_HEADER};
 /// assert_eq!(to_csv(&[]), format!("{CSV_HEADER}\n"));
 /// ```
 pub fn to_csv(rows: &[ScalingRow]) -> String {
@@ -32,7 +32,7 @@ pub fn to_csv(rows: &[ScalingRow]) -> String {
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{:.2},{},{},{},{:.3}",
-            m.algorithm.flag(),
+            m.algorithm.name(),
             m.nodes,
             m.cores_per_rank,
             m.equivalent_cores(),
@@ -76,7 +76,7 @@ pub fn to_markdown(rows: &[ScalingRow]) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {:.1} |",
-            m.algorithm.flag(),
+            m.algorithm.name(),
             m.nodes,
             m.cores_per_rank,
             m.equivalent_cores(),
@@ -99,8 +99,9 @@ pub fn to_markdown(rows: &[ScalingRow]) -> String {
 mod tests {
     use super::super::analysis::analyse;
     use super::super::summary::tests::summary;
-    use super::super::summary::{Algorithm, Measurement};
+    use super::super::summary::Measurement;
     use super::*;
+    use ringsgd::collectives::Algorithm;
 
     fn rows() -> Vec<ScalingRow> {
         let ms = vec![
