@@ -48,7 +48,7 @@ pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
         .with_normalizer()?
     } else {
         let path = data_path(args, comm)?;
-        let c = cifar::load(&path)?;
+        let c = cifar::load_checked(&path, args.verify_md5.as_deref())?;
         let norm = Normalizer::from_dataset(&c.train)?;
         Data {
             train: c.train,
