@@ -192,7 +192,7 @@ impl Args {
         match self.schedule.as_str() {
             "constant" => Ok(LrSchedule::Constant),
             "step" => Ok(LrSchedule::Step {
-                every_steps: (self.step_epochs * steps_per_epoch).max(1),
+                every_steps: self.step_epochs.saturating_mul(steps_per_epoch).max(1),
                 gamma: self.step_gamma,
             }),
             "cosine" => Ok(LrSchedule::Cosine {

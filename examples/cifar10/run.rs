@@ -181,6 +181,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let pool = ComputePool::new(cores)?;
     let global_batch = args.global_batch;
     let spe = (data.train.len() / global_batch.max(1)) as u64;
+    crate::limits::check_run_length(args, spe)?;
     let cfg = TrainConfig {
         global_batch,
         epochs: args.epochs,

@@ -121,8 +121,13 @@ impl TrainConfig {
         if self.verify_every == Some(0) {
             return Err(Error::invalid("verify-every must be at least 1"));
         }
-        if self.epochs == 0 && self.max_steps.is_none() {
+        // A run of 0 epochs is over before it starts, whatever max_steps
+        // says: refused rather than a silent no-op.
+        if self.epochs == 0 {
             return Err(Error::invalid("epochs must be at least 1"));
+        }
+        if self.max_steps == Some(0) {
+            return Err(Error::invalid("max_steps must be at least 1"));
         }
         Ok(())
     }
@@ -197,6 +202,18 @@ mod tests {
             gamma: 0.1,
         };
         cfg.validate(1).unwrap();
+    }
+
+    #[test]
+    fn runs_that_would_do_nothing_are_refused() {
+        let mut cfg = TrainConfig::pinet_defaults(64, 0);
+        cfg.max_steps = Some(2);
+        let e = cfg.validate(1).unwrap_err().to_string();
+        assert!(e.contains("epochs"), "{e}");
+        let mut cfg = TrainConfig::pinet_defaults(64, 1);
+        cfg.max_steps = Some(0);
+        let e = cfg.validate(1).unwrap_err().to_string();
+        assert!(e.contains("max_steps"), "{e}");
     }
 
     #[test]
