@@ -82,7 +82,7 @@ pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
 pub const OFFICIAL_ARCHIVE_BYTES: u64 = 170_052_171;
 /// [`CIFAR10_MD5`] as bytes.
 const OFFICIAL_MD5: [u8; 16] = [
-    0xc3, 0x2a, 0x1d, 0x4a, 0xb5, 0xd0, 0x3f, 0x12, 0x84, 0xb6, 0x7b, 0x88, 0x3e, 0x8d, 0x87, 0x30,
+    0xc3, 0x2a, 0x1d, 0x4a, 0xb5, 0xd0, 0x3f, 0x12, 0x84, 0xb6, 0x78, 0x83, 0xe8, 0xd8, 0x75, 0x30,
 ];
 
 /// Records read per `read_exact` call (about 0.8 MB).
@@ -491,6 +491,36 @@ fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Resu
     };
     let gz = flate2::bufread::GzDecoder::new(BufReader::with_capacity(1 << 16, hashed));
     let mut tar = tar::Archive::new(gz);
+    let members = read_members(archive, &mut tar);
+    let checked = check_stream(archive, tar.into_inner(), size, expected);
+    let (slots, class_names, batches_base) = match (members, checked) {
+        (Ok(m), Ok(())) => m,
+        // A damaged stream is the cause of whatever its members showed.
+        (Err(first), Err(Error::Data { file, record, msg })) => {
+            return Err(data_err(
+                file,
+                record,
+                format!("{msg} (reading it first failed with: {first})"),
+            ))
+        }
+        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+    };
+    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
+    if let Some(err) = missing_error(&base, &slots) {
+        return Err(err);
+    }
+    assemble(slots, class_names)
+}
+
+/// The decoder of an archive being read (see [`load_archive`]).
+type ArchiveReader = tar::Archive<flate2::bufread::GzDecoder<BufReader<Md5Reader<File>>>>;
+
+/// The batch files, the class names and the folder holding them.
+type Members = (Vec<Option<Batch>>, Option<Vec<String>>, Option<PathBuf>);
+
+/// Reads the archive's members: the batch files into their slots, the
+/// class names, and where the batch files are.
+fn read_members(archive: &Path, tar: &mut ArchiveReader) -> Result<Members> {
     let corrupt = |e: std::io::Error| data_err(archive, None, format!("corrupt archive: {e}"));
 
     let mut slots: Vec<Option<Batch>> = (0..6).map(|_| None).collect();
@@ -562,13 +592,7 @@ fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Resu
             log::debug!("ignoring archive member {}", shown.display());
         }
     }
-    let gz = tar.into_inner();
-    check_stream(archive, gz, size, expected)?;
-    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
-    if let Some(err) = missing_error(&base, &slots) {
-        return Err(err);
-    }
-    assemble(slots, class_names)
+    Ok((slots, class_names, batches_base))
 }
 
 /// Reads the rest of the gzip stream, which makes the decoder check its

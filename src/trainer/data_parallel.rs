@@ -2,7 +2,7 @@
 
 use log::{debug, info};
 
-use crate::collectives::{ensure_agree, Allreducer};
+use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
 use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer};
@@ -119,20 +119,19 @@ impl<'c> Trainer<'c> {
         if let Some(t) = cfg.peer_timeout {
             comm.set_watch(Some(t.watch(Phase::Setup, 0, 0)));
         }
-        let identity = format!(
-            "{}\nmodel={} input={:?} params={} world={} peer_timeout={:?}",
-            cfg.canonical(),
-            model.spec(),
-            model.input_chw(),
-            model.num_params(),
-            comm.size(),
-            cfg.peer_timeout.map(|t| t.base())
-        );
-        ensure_agree(
-            comm,
-            "training configuration and model",
-            identity.as_bytes(),
-        )?;
+        // Keyed, so that a mismatch names the settings that differ.
+        let mut identity = cfg.entries();
+        identity.extend([
+            ("model".to_string(), Some(model.spec().to_string())),
+            ("input".to_string(), Some(format!("{:?}", model.input_chw()))),
+            ("params".to_string(), Some(model.num_params().to_string())),
+            ("world".to_string(), Some(comm.size().to_string())),
+            (
+                "peer_timeout".to_string(),
+                Some(format!("{:?}", cfg.peer_timeout.map(|t| t.base()))),
+            ),
+        ]);
+        ensure_agree_keyed(comm, "training configuration and model", &identity)?;
         comm.broadcast_f32(0, model.params_mut())?;
         info!(
             "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {}, {} cores",
