@@ -100,7 +100,9 @@ pub enum Error {
     /// Training diverged: the loss or the averaged gradient of a step is
     /// not finite (NaN or infinite). Raised on every rank at the same step,
     /// before that step's update is applied.
-    #[error("training diverged at epoch {epoch}, step {step_in_epoch} (global step {step}): {msg}")]
+    #[error(
+        "training diverged at epoch {epoch}, step {step_in_epoch} (global step {step}): {msg}"
+    )]
     NonFinite {
         /// The 1-based epoch.
         epoch: u64,

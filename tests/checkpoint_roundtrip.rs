@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use ringsgd::data::DataIdentity;
 use ringsgd::checkpoint::{safetensors, Checkpoint, OptimizerState, FORMAT_VERSION, MAGIC};
+use ringsgd::data::DataIdentity;
 use ringsgd::Error;
 
 mod common;
@@ -445,7 +445,10 @@ fn data_identity_round_trips_and_old_checkpoints_still_load() {
 
     // The old layout: the same sections but DATA, byte for byte what the
     // writer produces without it.
-    let old = Checkpoint { data: None, ..sample() };
+    let old = Checkpoint {
+        data: None,
+        ..sample()
+    };
     let bytes = old.to_bytes().unwrap();
     assert!(!bytes.windows(4).any(|w| w == b"DATA"));
     let loaded = Checkpoint::from_bytes(&bytes, path).unwrap();
@@ -468,5 +471,8 @@ fn data_identity_round_trips_and_old_checkpoints_still_load() {
     ] {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
-    assert!(!e.contains("test set size") && !e.contains("test images"), "{e}");
+    assert!(
+        !e.contains("test set size") && !e.contains("test images"),
+        "{e}"
+    );
 }

@@ -77,7 +77,10 @@ fn args(data: &str, extra: &[&str]) -> Vec<String> {
 }
 
 fn standalone(a: &[String]) -> Output {
-    example_cmd(&[]).args(a).output().expect("start the example")
+    example_cmd(&[])
+        .args(a)
+        .output()
+        .expect("start the example")
 }
 
 fn p(path: &Path) -> &str {
@@ -186,7 +189,12 @@ fn corrupted_archives_and_wrong_md5s_are_refused() {
     let out = standalone(&args(p(&good), &["--verify-md5"]));
     assert_refused(
         &out,
-        &[p(&good), &md5, ringsgd::data::cifar::CIFAR10_MD5, "--verify-md5"],
+        &[
+            p(&good),
+            &md5,
+            ringsgd::data::cifar::CIFAR10_MD5,
+            "--verify-md5",
+        ],
     );
     let out = standalone(&args(p(&folder), &["--verify-md5", &md5]));
     assert_refused(&out, &["MD5", "folder"]);
@@ -286,19 +294,40 @@ fn nonsense_and_overflowing_flags_are_refused_before_any_work() {
     let before = snapshot(dir);
     type Case<'a> = (&'a [&'a str], &'a [&'a str]);
     let cases: &[Case] = &[
-        (&["--epochs", "2305843009213693952"], &["--epochs", "at most"]),
-        (&["--epochs", "0", "--max-steps", "2"], &["--epochs 0", "--max-steps"]),
+        (
+            &["--epochs", "2305843009213693952"],
+            &["--epochs", "at most"],
+        ),
+        (
+            &["--epochs", "0", "--max-steps", "2"],
+            &["--epochs 0", "--max-steps"],
+        ),
         (&["--max-steps", "0"], &["--max-steps 0"]),
-        (&["--step-epochs", "0", "--schedule", "step"], &["--step-epochs 0"]),
-        (&["--cores", "100000"], &["--cores 100000", "CPUs of this node"]),
+        (
+            &["--step-epochs", "0", "--schedule", "step"],
+            &["--step-epochs 0"],
+        ),
+        (
+            &["--cores", "100000"],
+            &["--cores 100000", "CPUs of this node"],
+        ),
         (&["--cores", "0"], &["--cores 0"]),
         (
             &["--synthetic", "100000000000"],
             &["--synthetic 100000000000", "TiB", "MemAvailable"],
         ),
         (
-            &["--model", "conv3x3(1000000,p1) relu maxpool2 flatten linear(10)"],
-            &["--model", "per rank", "parameters", "MemAvailable", "--global-batch"],
+            &[
+                "--model",
+                "conv3x3(1000000,p1) relu maxpool2 flatten linear(10)",
+            ],
+            &[
+                "--model",
+                "per rank",
+                "parameters",
+                "MemAvailable",
+                "--global-batch",
+            ],
         ),
     ];
     for (extra, needles) in cases {
@@ -313,7 +342,10 @@ fn nonsense_and_overflowing_flags_are_refused_before_any_work() {
         "synthetic:96",
         &["--warmup-steps", "18446744073709551615"],
     ));
-    assert_refused(&out, &["--warmup-steps 18446744073709551615", "shorter than"]);
+    assert_refused(
+        &out,
+        &["--warmup-steps 18446744073709551615", "shorter than"],
+    );
     assert_unchanged(dir, &before, "after the refused runs");
 }
 
@@ -327,7 +359,10 @@ fn allreduce_bench_refuses_zero_iterations() {
     let out = cmd.output().unwrap();
     let all = output_text(&out);
     assert!(!out.status.success() && !common::timed_out(&out), "{all}");
-    assert!(!all.contains("panicked") && all.contains("--iters 0"), "{all}");
+    assert!(
+        !all.contains("panicked") && all.contains("--iters 0"),
+        "{all}"
+    );
 }
 
 /// `mpirun -np 1 cifar10 <a> : -np 1 cifar10 <b>`: one rank each.
@@ -357,7 +392,11 @@ fn ranks_with_other_labels_or_another_test_set_are_named() {
         let d = data(&dir.join(name));
         let f = d.join(file);
         let mut b = std::fs::read(&f).unwrap();
-        b[at] = if at % 3073 == 0 { (b[at] + 1) % 10 } else { b[at] ^ 1 };
+        b[at] = if at % 3073 == 0 {
+            (b[at] + 1) % 10
+        } else {
+            b[at] ^ 1
+        };
         std::fs::write(&f, b).unwrap();
         d
     };

@@ -288,7 +288,10 @@ fn corrupted_gzip_streams_are_refused() {
             .stderr(std::process::Stdio::null())
             .status();
         if let Ok(st) = gzip_t {
-            assert!(!st.success(), "{what}: gzip -t accepts it, the test is wrong");
+            assert!(
+                !st.success(),
+                "{what}: gzip -t accepts it, the test is wrong"
+            );
         }
         let (file, _, msg) = data_error(cifar::load(&bad).unwrap_err());
         assert_eq!(file, bad, "{what}: {msg}");
@@ -312,9 +315,8 @@ fn md5_is_checked_for_the_official_size_or_when_asked() {
     cifar::load(&named).unwrap();
     let md5 = ringsgd::data::download::md5_hex_of_file(&named).unwrap();
     cifar::load_checked(&named, Some(&md5)).unwrap();
-    let (file, _, msg) = data_error(
-        cifar::load_checked(&named, Some(cifar::CIFAR10_MD5)).unwrap_err(),
-    );
+    let (file, _, msg) =
+        data_error(cifar::load_checked(&named, Some(cifar::CIFAR10_MD5)).unwrap_err());
     assert_eq!(file, named);
     assert!(
         msg.contains(&md5) && msg.contains(cifar::CIFAR10_MD5) && msg.contains("--verify-md5"),

@@ -205,10 +205,12 @@ fn a_diverging_run_stops_before_its_first_bad_update() {
         let err = t
             .train_epoch(&train_set, &norm, &mut |_| {})
             .expect_err("a NaN gradient must stop the run");
-        let same = t.model().params().iter().map(|v| v.to_bits()).eq(ckpt
-            .params
+        let same = t
+            .model()
+            .params()
             .iter()
-            .map(|v| v.to_bits()));
+            .map(|v| v.to_bits())
+            .eq(ckpt.params.iter().map(|v| v.to_bits()));
         Ok((err, same, t.global_step()))
     })
     .unwrap();

@@ -479,9 +479,7 @@ fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Resu
         ));
     }
     let expected = expected.or_else(|| {
-        (size == OFFICIAL_ARCHIVE_BYTES).then(|| {
-            (OFFICIAL_MD5, Md5Origin::OfficialSize)
-        })
+        (size == OFFICIAL_ARCHIVE_BYTES).then_some((OFFICIAL_MD5, Md5Origin::OfficialSize))
     });
     let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
     // The MD5 is computed as the decoder reads the file: no second pass.
@@ -615,8 +613,8 @@ fn check_stream(
         )
     })?;
     let mut rest = gz.into_inner();
-    let trailing = std::io::copy(&mut rest, &mut std::io::sink())
-        .map_err(|e| Error::io(archive, e))?;
+    let trailing =
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| Error::io(archive, e))?;
     if trailing > 0 {
         log::warn!(
             "{}: {trailing} bytes after the end of the gzip stream ignored (as gzip does)",
@@ -629,7 +627,11 @@ fn check_stream(
     };
     let got: [u8; 16] = md5.finalize().into();
     if got == want {
-        log::info!("{}: MD5 {} checks out", archive.display(), super::download::hex(&got));
+        log::info!(
+            "{}: MD5 {} checks out",
+            archive.display(),
+            super::download::hex(&got)
+        );
         return Ok(());
     }
     let (got, want) = (super::download::hex(&got), super::download::hex(&want));

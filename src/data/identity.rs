@@ -118,10 +118,22 @@ mod tests {
         };
         let cases = [
             (DataIdentity::new("CIFAR-10", &train, &test), "kind"),
-            (DataIdentity::new("synthetic", &relabel(&train), &test), "training labels"),
-            (DataIdentity::new("synthetic", &repaint(&train), &test), "training images"),
-            (DataIdentity::new("synthetic", &train, &relabel(&test)), "test labels"),
-            (DataIdentity::new("synthetic", &train, &repaint(&test)), "test images"),
+            (
+                DataIdentity::new("synthetic", &relabel(&train), &test),
+                "training labels",
+            ),
+            (
+                DataIdentity::new("synthetic", &repaint(&train), &test),
+                "training images",
+            ),
+            (
+                DataIdentity::new("synthetic", &train, &relabel(&test)),
+                "test labels",
+            ),
+            (
+                DataIdentity::new("synthetic", &train, &repaint(&test)),
+                "test images",
+            ),
             (
                 DataIdentity::new("synthetic", &train, &test.truncated(5)),
                 "test set size",

@@ -123,7 +123,10 @@ impl<'c> Trainer<'c> {
         let mut identity = cfg.entries();
         identity.extend([
             ("model".to_string(), Some(model.spec().to_string())),
-            ("input".to_string(), Some(format!("{:?}", model.input_chw()))),
+            (
+                "input".to_string(),
+                Some(format!("{:?}", model.input_chw())),
+            ),
             ("params".to_string(), Some(model.num_params().to_string())),
             ("world".to_string(), Some(comm.size().to_string())),
             (

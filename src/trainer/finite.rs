@@ -18,11 +18,9 @@
 /// stops at the first chunk that holds one.
 pub(crate) fn all_finite(values: &[f32]) -> bool {
     const NON_FINITE: u32 = 0x7f80_0000;
-    values.chunks(4096).all(|c| {
-        c.iter()
-            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff))
-            < NON_FINITE
-    })
+    values
+        .chunks(4096)
+        .all(|c| c.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff)) < NON_FINITE)
 }
 
 #[cfg(test)]
