@@ -312,6 +312,9 @@ fn nonsense_and_overflowing_flags_are_refused_before_any_work() {
             &["--cores 100000", "CPUs of this node"],
         ),
         (&["--cores", "0"], &["--cores 0"]),
+        (&["--synthetic", "0"], &["--synthetic 0"]),
+        (&["--global-batch", "0"], &["--global-batch 0"]),
+        (&["--local-ranks", "0"], &["--local-ranks 0"]),
         (
             &["--synthetic", "100000000000"],
             &["--synthetic 100000000000", "TiB", "MemAvailable"],

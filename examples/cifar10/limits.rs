@@ -6,9 +6,9 @@
 //!
 //! The rules (also in the README):
 //!
-//! * `--epochs` and `--max-steps` in 1..=[`MAX_EPOCHS`] and >= 1 (`--epochs
-//!   0` would end before the first step even with `--max-steps`);
-//!   `--step-epochs` >= 1;
+//! * `--epochs` in 1..=[`MAX_EPOCHS`] (`--epochs 0` would end before the
+//!   first step even with `--max-steps`); `--max-steps`, `--step-epochs`,
+//!   `--synthetic`, `--global-batch` and `--local-ranks` >= 1;
 //! * `--cores` in 1..=4 x this node's online CPUs (oversubscribing a core
 //!   more than 4 times is never faster, and each compute thread costs a
 //!   stack and its workspaces);
@@ -67,6 +67,15 @@ pub fn check_counts(args: &Args) -> Result<()> {
             "--step-epochs 0: must be at least 1 (0 would decay the learning rate every step)"
                 .into(),
         ));
+    }
+    for (flag, v) in [
+        ("--synthetic", args.synthetic),
+        ("--global-batch", Some(args.global_batch)),
+        ("--local-ranks", args.local_ranks),
+    ] {
+        if v == Some(0) {
+            return Err(invalid(format!("{flag} 0: must be at least 1")));
+        }
     }
     if let Some(c) = args.cores {
         let online = online_cpus();
