@@ -298,6 +298,14 @@ fn nonsense_and_overflowing_flags_are_refused_before_any_work() {
             &["--epochs", "2305843009213693952"],
             &["--epochs", "at most"],
         ),
+        // Sizes that overflow 64 bits: a (saturated) figure, no panic.
+        (
+            &[
+                "--model",
+                "conv3x3(18446744073709551615,p18446744073709551615) flatten linear(9)",
+            ],
+            &["--model", "parameters", "MemAvailable"],
+        ),
         (
             &["--epochs", "0", "--max-steps", "2"],
             &["--epochs 0", "--max-steps"],

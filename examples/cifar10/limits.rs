@@ -17,8 +17,8 @@
 //!   than it (cosine schedule);
 //! * the memory the data and the model will take on this node, estimated
 //!   from `--synthetic` (or CIFAR-10's 60,000 records) and from the model
-//!   spec and the per-rank batch, must not exceed what /proc/meminfo calls
-//!   `MemAvailable`.
+//!   spec and the per-rank batch, must not exceed 90% of what /proc/meminfo
+//!   calls `MemAvailable`.
 
 use ringsgd::nn::spec::{parse_spec, LayerSpec};
 use ringsgd::{Error, Result};
@@ -184,11 +184,14 @@ fn model_sizes(spec: &str, [c, h, w]: [u128; 3]) -> Option<(u128, u128, u128)> {
                 if flat.is_some() || s == 0 || hi + 2 * p < kh || wi + 2 * p < kw {
                     return None;
                 }
-                let n = o.checked_mul(ci)?.checked_mul(kh * kw)?.checked_add(o)?;
-                params = params.checked_add(n)?;
-                conv_params = conv_params.checked_add(n)?;
+                let n = o
+                    .saturating_mul(ci)
+                    .saturating_mul(kh * kw)
+                    .saturating_add(o);
+                params = params.saturating_add(n);
+                conv_params = conv_params.saturating_add(n);
                 shape = (o, (hi + 2 * p - kh) / s + 1, (wi + 2 * p - kw) / s + 1);
-                acts = acts.checked_add(shape.0.checked_mul(shape.1 * shape.2)?)?;
+                acts = acts.saturating_add(shape.0.saturating_mul(shape.1.saturating_mul(shape.2)));
             }
             LayerSpec::MaxPool2d { kernel, stride } => {
                 let (ci, hi, wi) = shape;
@@ -198,16 +201,23 @@ fn model_sizes(spec: &str, [c, h, w]: [u128; 3]) -> Option<(u128, u128, u128)> {
                 }
                 shape = (ci, (hi - k) / s + 1, (wi - k) / s + 1);
                 // Output and argmax.
-                acts = acts.checked_add(2 * shape.0.checked_mul(shape.1 * shape.2)?)?;
+                acts = acts.saturating_add(
+                    shape
+                        .0
+                        .saturating_mul(shape.1.saturating_mul(shape.2))
+                        .saturating_mul(2),
+                );
             }
             LayerSpec::Relu => {}
-            LayerSpec::Flatten => flat = Some(shape.0.checked_mul(shape.1 * shape.2)?),
+            LayerSpec::Flatten => {
+                flat = Some(shape.0.saturating_mul(shape.1.saturating_mul(shape.2)))
+            }
             LayerSpec::Linear { out_features } => {
                 let fin = flat?;
                 let o = out_features as u128;
-                params = params.checked_add(o.checked_mul(fin)?.checked_add(o)?)?;
+                params = params.saturating_add(o.saturating_mul(fin).saturating_add(o));
                 flat = Some(o);
-                acts = acts.checked_add(o)?;
+                acts = acts.saturating_add(o);
             }
         }
     }
@@ -236,12 +246,16 @@ pub fn estimate(args: &Args, spec: &str, per_rank_batch: u128) -> Option<Estimat
     let (params, conv_params, acts) = model_sizes(spec, chw)?;
     // Parameters, gradients and momentum; up to 16 chunks' partials of the
     // convolutions' weight gradients.
-    let weights = 4 * (3 * params + 16 * conv_params);
+    // Saturating: an absurd spec gives an absurd figure, never an overflow.
+    let weights = params
+        .saturating_mul(3)
+        .saturating_add(conv_params.saturating_mul(16))
+        .saturating_mul(4);
     // Every activation is kept for the backward pass, which adds gradient
     // buffers (ping-pong, not one per layer). Measured on PiNet: peak RSS
     // grows by 222 MiB from a per-rank batch of 128 to one of 512, 1.2
     // floats per activation; 1.25 is used.
-    let activations = 4 * acts * per_rank_batch.max(1) * 5 / 4;
+    let activations = acts.saturating_mul(per_rank_batch.max(1)).saturating_mul(5);
     Some(Estimate {
         data,
         weights,
@@ -284,14 +298,19 @@ pub fn check_memory(
     ranks: u128,
     available: u128,
 ) -> Result<()> {
-    let data = est.data * processes;
-    let model = (est.weights + est.activations) * ranks;
-    let total = data + model;
-    if total <= available {
+    let data = est.data.saturating_mul(processes);
+    let model = est
+        .weights
+        .saturating_add(est.activations)
+        .saturating_mul(ranks);
+    let total = data.saturating_add(model);
+    // A tenth is left for the system and for the estimate's error.
+    let usable = available / 10 * 9;
+    if total <= usable {
         return Ok(());
     }
     let avail = format!(
-        "this node has {} available (MemAvailable in /proc/meminfo)",
+        "this node has {} available (MemAvailable in /proc/meminfo; runs may use 90% of it)",
         human(available)
     );
     let per = |n: u128, what: &str| {
@@ -301,7 +320,7 @@ pub fn check_memory(
             String::new()
         }
     };
-    if data > available / 2 && data >= model {
+    if data > usable / 2 && data >= model {
         let what = match args.synthetic {
             Some(n) => format!(
                 "--synthetic {n}: {n} training and {} test images of {RECORD_BYTES} bytes",
@@ -322,7 +341,7 @@ pub fn check_memory(
          {}){}, and the whole run about {}, but {avail}; use a smaller model or a smaller \
          --global-batch",
         args.model,
-        human(est.weights + est.activations),
+        human(est.weights.saturating_add(est.activations)),
         est.params,
         human(est.weights),
         (args.global_batch as u128 / ranks_in_job(args).max(1)).max(1),
