@@ -94,11 +94,24 @@ struct Row {
     sent: Option<usize>,
 }
 
+/// Largest `--max-bytes` accepted.
+const MAX_BYTES_LIMIT: usize = 1 << 30;
+
 fn parse_args(args: &Args) -> Result<(Vec<usize>, Vec<Variant>), String> {
     if args.min_bytes == 0 || args.min_bytes % 4 != 0 {
         return Err(format!(
             "--min-bytes {}: must be a positive multiple of 4",
             args.min_bytes
+        ));
+    }
+    if args.iters == Some(0) {
+        return Err("--iters 0: must be at least 1 (the median of no timings is undefined)".into());
+    }
+    // Four buffers of the largest message are allocated on every rank.
+    if args.max_bytes > MAX_BYTES_LIMIT {
+        return Err(format!(
+            "--max-bytes {}: at most {} (1 GiB; each rank allocates four buffers of that size)",
+            args.max_bytes, MAX_BYTES_LIMIT
         ));
     }
     if args.factor < 2 {

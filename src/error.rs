@@ -97,6 +97,23 @@ pub enum Error {
         msg: String,
     },
 
+    /// Training diverged: the loss or the averaged gradient of a step is
+    /// not finite (NaN or infinite). Raised on every rank at the same step,
+    /// before that step's update is applied.
+    #[error(
+        "training diverged at epoch {epoch}, step {step_in_epoch} (global step {step}): {msg}"
+    )]
+    NonFinite {
+        /// The 1-based epoch.
+        epoch: u64,
+        /// The 1-based step within the epoch.
+        step_in_epoch: u64,
+        /// The 1-based global optimiser step.
+        step: u64,
+        /// What was not finite and what to do.
+        msg: String,
+    },
+
     /// Model replicas drifted apart across ranks (detected by weight hashing).
     #[error("replicas diverged at step {step}: {msg}")]
     ReplicaDrift {

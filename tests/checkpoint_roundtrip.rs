@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ringsgd::checkpoint::{safetensors, Checkpoint, OptimizerState, FORMAT_VERSION, MAGIC};
+use ringsgd::data::DataIdentity;
 use ringsgd::Error;
 
 mod common;
@@ -47,6 +48,15 @@ fn sample() -> Checkpoint {
             ("schedule".into(), "cosine:warmup=5".into()),
         ],
         metrics: vec![("test_acc".into(), 0.8125), ("loss".into(), f64::NAN)],
+        data: Some(DataIdentity {
+            kind: "CIFAR-10".into(),
+            train_images: 50_000,
+            test_images: 10_000,
+            train_pixels_crc: 0xdead_beef,
+            train_labels_crc: 1,
+            test_pixels_crc: u32::MAX,
+            test_labels_crc: 0,
+        }),
     }
 }
 
@@ -129,7 +139,7 @@ fn header_follows_the_documented_layout() {
         u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
         FORMAT_VERSION
     );
-    assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 6);
+    assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 7);
     assert_eq!(
         u64::from_le_bytes(bytes[16..24].try_into().unwrap()),
         bytes.len() as u64
@@ -243,7 +253,7 @@ fn unknown_sections_are_skipped_and_structure_is_checked() {
     extra.extend_from_slice(b"XTRA");
     extra.extend_from_slice(&3u64.to_le_bytes());
     extra.extend_from_slice(&[9, 9, 9]);
-    let back = Checkpoint::from_bytes(&seal(extra, 7), path).unwrap();
+    let back = Checkpoint::from_bytes(&seal(extra, 8), path).unwrap();
     assert!(same(&back, &sample()));
 
     // A duplicated section is not.
@@ -251,7 +261,7 @@ fn unknown_sections_are_skipped_and_structure_is_checked() {
     let mut dup = body.clone();
     dup.extend_from_slice(&body[24..36 + meta_len]);
     let msg = ckpt_msg(
-        Checkpoint::from_bytes(&seal(dup, 7), path).unwrap_err(),
+        Checkpoint::from_bytes(&seal(dup, 8), path).unwrap_err(),
         path,
     );
     assert!(msg.contains("META appears twice"), "{msg}");
@@ -260,7 +270,7 @@ fn unknown_sections_are_skipped_and_structure_is_checked() {
     let mut no_meta = body[..24].to_vec();
     no_meta.extend_from_slice(&body[36 + meta_len..]);
     let msg = ckpt_msg(
-        Checkpoint::from_bytes(&seal(no_meta, 5), path).unwrap_err(),
+        Checkpoint::from_bytes(&seal(no_meta, 6), path).unwrap_err(),
         path,
     );
     assert!(msg.contains("required section META is missing"), "{msg}");
@@ -269,7 +279,7 @@ fn unknown_sections_are_skipped_and_structure_is_checked() {
     let mut over = body.clone();
     over[28..36].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let msg = ckpt_msg(
-        Checkpoint::from_bytes(&seal(over, 6), path).unwrap_err(),
+        Checkpoint::from_bytes(&seal(over, 7), path).unwrap_err(),
         path,
     );
     assert!(msg.contains("section META claims"), "{msg}");
@@ -418,4 +428,51 @@ fn safetensors_bad_input_is_rejected() {
     .contains("bad safetensors header"));
     std::fs::write(&path, [200u8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}']).unwrap();
     assert!(ckpt_msg(safetensors::read(&path).unwrap_err(), &path).contains("header length"));
+}
+
+/// The DATA section: what a run was trained on survives the round trip; a
+/// checkpoint without it (as written before it existed) still loads, and
+/// resumes with a warning; other data is refused naming every part that
+/// differs.
+#[test]
+fn data_identity_round_trips_and_old_checkpoints_still_load() {
+    let path = Path::new("data.ckpt");
+    let c = sample();
+    let back = Checkpoint::from_bytes(&c.to_bytes().unwrap(), path).unwrap();
+    assert_eq!(back.data, c.data);
+    let here = c.data.clone().unwrap();
+    back.check_data(&here, path).unwrap();
+
+    // The old layout: the same sections but DATA, byte for byte what the
+    // writer produces without it.
+    let old = Checkpoint {
+        data: None,
+        ..sample()
+    };
+    let bytes = old.to_bytes().unwrap();
+    assert!(!bytes.windows(4).any(|w| w == b"DATA"));
+    let loaded = Checkpoint::from_bytes(&bytes, path).unwrap();
+    assert_eq!(loaded.data, None);
+    loaded.check_data(&here, path).unwrap();
+
+    let other = DataIdentity {
+        kind: "synthetic".into(),
+        train_images: 512,
+        train_labels_crc: 2,
+        ..here.clone()
+    };
+    let e = back.check_data(&other, path).unwrap_err().to_string();
+    for needle in [
+        "data.ckpt",
+        "trained on other data",
+        "kind: CIFAR-10 in the checkpoint, synthetic here",
+        "training set size: 50000 images in the checkpoint, 512 images here",
+        "training labels: crc32 00000001 in the checkpoint, crc32 00000002 here",
+    ] {
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+    }
+    assert!(
+        !e.contains("test set size") && !e.contains("test images"),
+        "{e}"
+    );
 }

@@ -581,7 +581,7 @@ fn a_launch_whose_ranks_differ_is_refused() {
     // Other data on rank 1 (--data may differ between nodes, its content not).
     let elsewhere = synthetic::write_cifar_dir(&dir.join("other"), 48, 60, 4).unwrap();
     let out = mpmd(&cli, &cli.clone().set("--data", p(&elsewhere)));
-    assert_refused(&out, &["training data differs", "rank 1"]);
+    assert_refused(&out, &["the data differs", "training images: ", "rank 1"]);
 
     // 3 ranks cannot split a global batch of 32, nor 4 ranks one of 2.
     for (np, batch) in [(3, "32"), (4, "2")] {

@@ -258,3 +258,88 @@ fn real_cifar10_archive_loads() {
         assert!((n.std[c] - near.std[c]).abs() < 0.02, "{n:?}");
     }
 }
+
+/// The archive's gzip trailer: a bad CRC-32 or length (ISIZE), or a data
+/// byte flipped inside the compressed stream, are refused naming the
+/// archive, as `gzip -t` refuses them (the tar reader alone stops before
+/// the trailer and used to accept them).
+#[test]
+fn corrupted_gzip_streams_are_refused() {
+    let s = Scratch::new("loader", "gzip");
+    let good = s.path().join("good.tar.gz");
+    write_archive(&good, &members());
+    cifar::load(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let n = bytes.len();
+    // (what, byte, xor): the CRC-32 is bytes n-8..n-4, ISIZE n-4..n; a byte
+    // in the middle is compressed data.
+    for (what, at, xor) in [
+        ("crc", n - 8, 0x01u8),
+        ("isize", n - 2, 0x01),
+        ("data", n / 2, 0x04),
+    ] {
+        let bad = s.path().join(format!("{what}.tar.gz"));
+        let mut b = bytes.clone();
+        b[at] ^= xor;
+        std::fs::write(&bad, &b).unwrap();
+        let gzip_t = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(&bad)
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Ok(st) = gzip_t {
+            assert!(
+                !st.success(),
+                "{what}: gzip -t accepts it, the test is wrong"
+            );
+        }
+        let (file, _, msg) = data_error(cifar::load(&bad).unwrap_err());
+        assert_eq!(file, bad, "{what}: {msg}");
+        assert!(
+            msg.contains("corrupt") || msg.contains("gzip") || msg.contains("checksum"),
+            "{what}: {msg}"
+        );
+    }
+}
+
+/// The MD5 rule: a file of the official archive's size must have its MD5
+/// (a damaged copy), any other archive only when an MD5 is asked for; a
+/// re-packed archive with the official name but another size is accepted
+/// on its CRC.
+#[test]
+fn md5_is_checked_for_the_official_size_or_when_asked() {
+    let s = Scratch::new("loader", "md5");
+    // The official name, other content and size: accepted.
+    let named = s.path().join(cifar::ARCHIVE_NAME);
+    write_archive(&named, &members());
+    cifar::load(&named).unwrap();
+    let md5 = ringsgd::data::download::md5_hex_of_file(&named).unwrap();
+    cifar::load_checked(&named, Some(&md5)).unwrap();
+    let (file, _, msg) =
+        data_error(cifar::load_checked(&named, Some(cifar::CIFAR10_MD5)).unwrap_err());
+    assert_eq!(file, named);
+    assert!(
+        msg.contains(&md5) && msg.contains(cifar::CIFAR10_MD5) && msg.contains("--verify-md5"),
+        "{msg}"
+    );
+    // A folder cannot be MD5-checked.
+    let dir = synthetic::write_cifar_dir(&s.path().join("dir"), PER_FILE, N_TEST, SEED).unwrap();
+    let (_, _, msg) = data_error(cifar::load_checked(&dir, Some(&md5)).unwrap_err());
+    assert!(msg.contains("folder"), "{msg}");
+    // Grown to the official size (zeros after the gzip stream, as a sparse
+    // file): taken for a copy of the official archive, and refused.
+    let sized = s.path().join("renamed.tgz");
+    std::fs::copy(&named, &sized).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sized)
+        .unwrap()
+        .set_len(cifar::OFFICIAL_ARCHIVE_BYTES)
+        .unwrap();
+    let (file, _, msg) = data_error(cifar::load(&sized).unwrap_err());
+    assert_eq!(file, sized);
+    assert!(
+        msg.contains("damaged copy of the official archive") && msg.contains(cifar::CIFAR10_MD5),
+        "{msg}"
+    );
+}

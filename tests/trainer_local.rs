@@ -174,7 +174,64 @@ fn disagreeing_configs_fail_fast() {
         Ok(())
     });
     let err = result.unwrap_err().to_string();
-    assert!(err.contains("disagree"), "{err}");
+    // The setting that differs is named, with each rank's value.
+    assert!(
+        err.contains("disagree") && err.contains(r#"seed: "5" on rank 0, "99" on rank 1"#),
+        "{err}"
+    );
+    assert!(!err.contains("global_batch"), "{err}");
+}
+
+/// A learning rate that blows the weights up: the step whose gradient is
+/// not finite stops every rank, naming the epoch and the step, before its
+/// update, so the weights are those of the step before (here: those of a
+/// checkpoint taken after step 1).
+#[test]
+fn a_diverging_run_stops_before_its_first_bad_update() {
+    let (train_set, _, norm) = data();
+    let mut cfg = config(2);
+    cfg.base_lr = 1e30;
+    cfg.schedule = ringsgd::optim::LrSchedule::Constant;
+    let mut first = cfg.clone();
+    first.max_steps = Some(1);
+    let results = run_ranks(2, |comm| {
+        let model = Model::from_spec(SPEC, [3, 32, 32], 1)?;
+        let mut t = Trainer::new(&comm, ComputePool::new(1)?, model, first.clone())?;
+        t.train_epoch(&train_set, &norm, &mut |_| {})?;
+        let ckpt = t.to_checkpoint();
+        let model = Model::from_spec(SPEC, [3, 32, 32], 1)?;
+        let mut t = Trainer::new(&comm, ComputePool::new(1)?, model, cfg.clone())?;
+        t.restore_from_root((comm.rank() == 0).then(|| Ok(ckpt.clone())))?;
+        let err = t
+            .train_epoch(&train_set, &norm, &mut |_| {})
+            .expect_err("a NaN gradient must stop the run");
+        let same = t
+            .model()
+            .params()
+            .iter()
+            .map(|v| v.to_bits())
+            .eq(ckpt.params.iter().map(|v| v.to_bits()));
+        Ok((err, same, t.global_step()))
+    })
+    .unwrap();
+    for (rank, (err, same, step)) in results.iter().enumerate() {
+        match err {
+            ringsgd::Error::NonFinite {
+                epoch,
+                step_in_epoch,
+                step,
+                ..
+            } => assert_eq!((*epoch, *step_in_epoch, *step), (1, 2, 2), "rank {rank}"),
+            other => panic!("rank {rank}: expected NonFinite, got {other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("epoch 1, step 2") && text.contains("not applied"),
+            "{text}"
+        );
+        assert!(same, "rank {rank}: the bad update was applied");
+        assert_eq!(*step, 1, "rank {rank}");
+    }
 }
 
 #[test]

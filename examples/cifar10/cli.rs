@@ -32,6 +32,14 @@ pub struct Args {
     #[arg(long)]
     pub download: bool,
 
+    /// Require the --data archive to have this MD5 [default when given
+    /// without a value: the official archive's]. Without the flag the MD5
+    /// is checked only for a file of the official archive's size; the gzip
+    /// CRC is always checked.
+    #[arg(long, value_name = "MD5", num_args = 0..=1,
+          default_missing_value = ringsgd::data::download::CIFAR10_MD5, conflicts_with = "synthetic")]
+    pub verify_md5: Option<String>,
+
     /// Where --download stores the archive.
     #[arg(long, value_name = "DIR", default_value = "~/.cache/ringsgd")]
     pub cache_dir: String,
@@ -184,7 +192,7 @@ impl Args {
         match self.schedule.as_str() {
             "constant" => Ok(LrSchedule::Constant),
             "step" => Ok(LrSchedule::Step {
-                every_steps: (self.step_epochs * steps_per_epoch).max(1),
+                every_steps: self.step_epochs.saturating_mul(steps_per_epoch).max(1),
                 gamma: self.step_gamma,
             }),
             "cosine" => Ok(LrSchedule::Cosine {

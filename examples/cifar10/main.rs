@@ -15,6 +15,7 @@
 //! checked before the data is loaded ([`preflight`]).
 
 mod cli;
+mod limits;
 mod outputs;
 mod preflight;
 mod report;

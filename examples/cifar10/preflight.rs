@@ -103,7 +103,8 @@ fn refuse_nested_launch(args: &Args) -> Result<()> {
 }
 
 /// The numeric and named settings, checked on their own (the library
-/// checks some of them again, later, without the flag's name).
+/// checks some of them again, later, without the flag's name), and the
+/// counts and memory of [`crate::limits`].
 pub fn check_settings(args: &Args) -> Result<()> {
     let bad = |flag: &str, want: &str, got: f32| {
         Err(Error::invalid(format!("{flag}: must be {want}, got {got}")))
@@ -125,7 +126,9 @@ pub fn check_settings(args: &Args) -> Result<()> {
     if args.nesterov && args.momentum == 0.0 {
         return Err(Error::invalid("--nesterov needs --momentum > 0"));
     }
-    args.lr_schedule(1).map(|_| ())
+    args.lr_schedule(1)?;
+    crate::limits::check_counts(args)?;
+    crate::limits::check_node_memory(args)
 }
 
 /// A value as the ranks compare it: numbers by value (`0.10` and `1e-1`

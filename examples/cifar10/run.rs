@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use ringsgd::checkpoint::Checkpoint;
-use ringsgd::collectives::ensure_agree;
+use ringsgd::collectives::ensure_agree_keyed;
 use ringsgd::comm::watch::{PeerTimeout, Phase};
 use ringsgd::comm::Communicator;
-use ringsgd::data::{self, cifar, synthetic, Dataset, Normalizer};
+use ringsgd::data::{self, cifar, synthetic, DataIdentity, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::optim::SgdConfig;
 use ringsgd::parallel::ComputePool;
@@ -22,6 +22,8 @@ pub struct Data {
     pub test: Dataset,
     pub norm: Normalizer,
     pub source: String,
+    /// Sizes and digests, recorded in checkpoints and compared across ranks.
+    pub identity: DataIdentity,
 }
 
 /// Loads (or generates, or downloads) the data. With a communicator, rank 0
@@ -44,28 +46,34 @@ pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
                 std: [1.0; 3],
             },
             source: format!("synthetic ({n} images)"),
+            identity: DataIdentity::default(),
         }
         .with_normalizer()?
     } else {
         let path = data_path(args, comm)?;
-        let c = cifar::load(&path)?;
+        let c = cifar::load_checked(&path, args.verify_md5.as_deref())?;
         let norm = Normalizer::from_dataset(&c.train)?;
         Data {
             train: c.train,
             test: c.test,
             norm,
             source: path.display().to_string(),
+            identity: DataIdentity::default(),
         }
     };
+    let kind = if args.synthetic.is_some() {
+        "synthetic"
+    } else {
+        "CIFAR-10"
+    };
+    let data = Data {
+        identity: DataIdentity::new(kind, &data.train, &data.test),
+        ..data
+    };
     if let Some(comm) = comm {
-        let fingerprint = format!(
-            "train={} test={} mean={:?} std={:?}",
-            data.train.len(),
-            data.test.len(),
-            data.norm.mean.map(f32::to_bits),
-            data.norm.std.map(f32::to_bits)
-        );
-        ensure_agree(comm, "training data", fingerprint.as_bytes())?;
+        // Pixels and labels of both sets, named part by part when they
+        // differ (the normaliser follows from the training pixels).
+        ensure_agree_keyed(comm, "the data", &data.identity.entries())?;
     }
     Ok(data)
 }
@@ -181,6 +189,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let pool = ComputePool::new(cores)?;
     let global_batch = args.global_batch;
     let spe = (data.train.len() / global_batch.max(1)) as u64;
+    crate::limits::check_run_length(args, spe)?;
     let cfg = TrainConfig {
         global_batch,
         epochs: args.epochs,
@@ -222,7 +231,9 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             .checkpoint
             .as_ref()
             .expect("clap: --resume requires --checkpoint");
-        let loaded = root.then(|| Checkpoint::load(path));
+        let loaded = root.then(|| {
+            Checkpoint::load(path).and_then(|c| c.check_data(&data.identity, path).map(|_| c))
+        });
         trainer.restore_from_root(loaded)?;
         if root {
             println!(
@@ -257,7 +268,9 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
                 csv.write(&report)?;
             }
             if let Some(path) = &args.checkpoint {
-                t.to_checkpoint().save_atomic(path)?;
+                let mut c = t.to_checkpoint();
+                c.data = Some(data.identity.clone());
+                c.save_atomic(path)?;
             }
             Ok(())
         })?;

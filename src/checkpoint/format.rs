@@ -5,6 +5,7 @@ use std::path::Path;
 
 use byteorder::{ByteOrder, LittleEndian, WriteBytesExt};
 
+use crate::data::DataIdentity;
 use crate::{Error, Result};
 
 /// First 8 bytes of every checkpoint.
@@ -23,6 +24,7 @@ const TAG_OPTIM: [u8; 4] = *b"OPTM";
 const TAG_RNG: [u8; 4] = *b"RNGS";
 const TAG_CONFIG: [u8; 4] = *b"CONF";
 const TAG_METRICS: [u8; 4] = *b"METR";
+const TAG_DATA: [u8; 4] = *b"DATA";
 
 /// SGD optimiser state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -82,6 +84,10 @@ pub struct Checkpoint {
     pub config: Vec<(String, String)>,
     /// Optional metrics (loss, accuracy, ...), unique names.
     pub metrics: Vec<(String, f64)>,
+    /// What the run was trained on (section `DATA`); `None` in checkpoints
+    /// written before it was recorded, which a resume reads with a warning
+    /// (see [`Checkpoint::check_data`]).
+    pub data: Option<DataIdentity>,
 }
 
 fn ckpt_err(path: &Path, msg: impl Into<String>) -> Error {
@@ -141,6 +147,7 @@ impl Checkpoint {
         check_unique("config", self.config.iter().map(|(k, _)| k.as_str()))?;
         check_unique("metric", self.metrics.iter().map(|(k, _)| k.as_str()))?;
         let strings = std::iter::once(self.model_spec.as_str())
+            .chain(self.data.iter().map(|d| d.kind.as_str()))
             .chain(
                 self.config
                     .iter()
@@ -163,6 +170,34 @@ impl Checkpoint {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Refuses to resume a run on other data than it was trained on: an
+    /// error naming every field of [`DataIdentity`] that differs (sizes,
+    /// kind, pixels or labels of either set). A checkpoint that records no
+    /// data (written by an older build) passes with a warning; `path`
+    /// names the file in messages.
+    pub fn check_data(&self, here: &DataIdentity, path: &Path) -> Result<()> {
+        let Some(saved) = &self.data else {
+            log::warn!(
+                "checkpoint {} does not record what it was trained on (written by an older \
+                 build): the data cannot be checked against it",
+                path.display()
+            );
+            return Ok(());
+        };
+        let diff = saved.differences(here);
+        if diff.is_empty() {
+            return Ok(());
+        }
+        Err(ckpt_err(
+            path,
+            format!(
+                "cannot resume: it was trained on other data ({}); resume with the data it was \
+                 trained on, or start afresh (--overwrite)",
+                diff.join("; ")
+            ),
+        ))
+    }
+
     /// The value of metric `name`, if present.
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.metrics
@@ -175,7 +210,7 @@ impl Checkpoint {
     /// [`validate`](Self::validate)).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         self.validate()?;
-        let mut sections: Vec<([u8; 4], Vec<u8>)> = Vec::with_capacity(6);
+        let mut sections: Vec<([u8; 4], Vec<u8>)> = Vec::with_capacity(7);
 
         let mut meta = Vec::new();
         put_str(&mut meta, &self.model_spec);
@@ -236,6 +271,23 @@ impl Checkpoint {
             metrics.write_f64::<LittleEndian>(*v).expect("write to Vec");
         }
         sections.push((TAG_METRICS, metrics));
+
+        if let Some(d) = &self.data {
+            let mut data = Vec::new();
+            put_str(&mut data, &d.kind);
+            for v in [d.train_images, d.test_images] {
+                data.write_u64::<LittleEndian>(v).expect("write to Vec");
+            }
+            for v in [
+                d.train_pixels_crc,
+                d.train_labels_crc,
+                d.test_pixels_crc,
+                d.test_labels_crc,
+            ] {
+                data.write_u32::<LittleEndian>(v).expect("write to Vec");
+            }
+            sections.push((TAG_DATA, data));
+        }
 
         let body: usize = sections.iter().map(|(_, b)| 4 + 8 + b.len()).sum();
         let total = HEADER_BYTES + body + TRAILER_BYTES;
@@ -536,6 +588,19 @@ fn parse_sections(mut rest: &[u8], n_sections: u32, path: &Path) -> Result<Check
                     let v = r.f64()?;
                     ckpt.metrics.push((k, v));
                 }
+            }
+            TAG_DATA => {
+                let kind = r.str()?;
+                let (train_images, test_images) = (r.u64()?, r.u64()?);
+                ckpt.data = Some(DataIdentity {
+                    kind,
+                    train_images,
+                    test_images,
+                    train_pixels_crc: r.u32()?,
+                    train_labels_crc: r.u32()?,
+                    test_pixels_crc: r.u32()?,
+                    test_labels_crc: r.u32()?,
+                });
             }
             _ => {
                 log::debug!(

@@ -25,10 +25,14 @@
 //! | `RNGS` | `u64` length, then opaque generator state bytes |
 //! | `CONF` | `u32` count, then count x (`str` key, `str` value) |
 //! | `METR` | `u32` count, then count x (`str` name, `f64` value) |
+//! | `DATA` | what the run was trained on ([`DataIdentity`](crate::data::DataIdentity)): `str` kind; `u64` training images; `u64` test images; `u32` x4 CRC-32 of the training pixels, training labels, test pixels, test labels |
 //!
 //! `META`, `PARM` and `OPTM` are required; a reader skips sections with tags
 //! it does not know (room for additions that old readers may ignore) and
-//! rejects duplicates. Incompatible changes bump the version, and a reader
+//! rejects duplicates. `DATA` is such an addition: builds before it skip
+//! it, and a checkpoint without it (from those builds) is read with
+//! `data: None`, which [`Checkpoint::check_data`] lets through with a
+//! warning, so older checkpoints still resume. Incompatible changes bump the version, and a reader
 //! rejects versions it does not know.
 //!
 //! [`Checkpoint::load`] checks, in order: magic ("not a ringsgd

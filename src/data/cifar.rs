@@ -24,7 +24,27 @@
 //! * every label is in 0..=9 (the error names the file, the record and the
 //!   value);
 //! * the data ends where the size says (a truncated archive member is
-//!   reported with the record where it ends).
+//!   reported with the record where it ends);
+//! * for an archive, the whole gzip stream is read to its end, so its
+//!   CRC-32 and length (ISIZE) trailer are always checked, as `gzip -t`
+//!   does (the tar reader alone stops at the end-of-archive blocks, before
+//!   the trailer, and would accept a corrupted stream);
+//! * for an archive, its MD5 is checked (computed while it is read, at no
+//!   extra I/O) when the file claims to be the official archive, or when
+//!   asked ([`load_checked`] with an expected MD5).
+//!
+//! # Which archive is "the official one"
+//!
+//! The official `cifar-10-binary.tar.gz` is [`OFFICIAL_ARCHIVE_BYTES`]
+//! (170,052,171) bytes with MD5 [`CIFAR10_MD5`]. An archive of exactly that
+//! size is taken to be a copy of it, whatever its name, and must have its
+//! MD5: any re-packing changes the compressed size, so a file of that size
+//! with another digest is a damaged copy (a bit flipped or a block lost on
+//! a copy to an SD card). The name is not used: re-packed archives, such as
+//! one whose pixels were re-decoded from another source, keep the official
+//! name but not its size, and are accepted on their gzip CRC alone. To
+//! insist on the official archive (or on any known digest), pass the MD5
+//! explicitly (the example's `--verify-md5`).
 //!
 //! Errors are [`Error::Data`] with the offending file (for archive members:
 //! `archive.tar.gz/cifar-10-batches-bin/<member>`) and record; a malformed
@@ -34,7 +54,10 @@ use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
+use md5::{Digest, Md5};
+
 use super::dataset::{CifarData, Dataset, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES};
+pub use super::download::CIFAR10_MD5;
 use crate::{Error, Result};
 
 /// Bytes per CIFAR-10 record: one label byte then [`IMAGE_BYTES`] pixels.
@@ -55,6 +78,12 @@ pub const META_FILE: &str = "batches.meta.txt";
 pub const BATCHES_DIR: &str = "cifar-10-batches-bin";
 /// The file name of the official archive.
 pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
+/// Size in bytes of the official archive (published with [`CIFAR10_MD5`]).
+pub const OFFICIAL_ARCHIVE_BYTES: u64 = 170_052_171;
+/// [`CIFAR10_MD5`] as bytes.
+const OFFICIAL_MD5: [u8; 16] = [
+    0xc3, 0x2a, 0x1d, 0x4a, 0xb5, 0xd0, 0x3f, 0x12, 0x84, 0xb6, 0x78, 0x83, 0xe8, 0xd8, 0x75, 0x30,
+];
 
 /// Records read per `read_exact` call (about 0.8 MB).
 const CHUNK_RECORDS: usize = 256;
@@ -94,9 +123,33 @@ fn expected_layout() -> String {
 /// # }
 /// ```
 pub fn load(path: &Path) -> Result<CifarData> {
+    load_checked(path, None)
+}
+
+/// [`load`], and when `expected_md5` (32 hex digits) is given, the archive
+/// must have that MD5 (whatever its size); a folder is then refused, having
+/// no archive to check. Without it the MD5 is checked only for a file of
+/// the official archive's size (see the [module docs](self)).
+pub fn load_checked(path: &Path, expected_md5: Option<&str>) -> Result<CifarData> {
+    let expected = expected_md5
+        .map(|s| super::download::parse_md5(s).map(|d| (d, Md5Origin::Asked)))
+        .transpose()?;
     let data = match resolve(path)? {
-        Source::Dir(dir) => load_dir(&dir)?,
-        Source::Archive(archive) => load_archive(&archive)?,
+        Source::Dir(dir) => {
+            if let Some((d, _)) = expected {
+                return Err(data_err(
+                    &dir,
+                    None,
+                    format!(
+                        "an MD5 check ({}) was asked for, but this is an extracted folder: give \
+                 the .tar.gz archive itself",
+                        super::download::hex(&d)
+                    ),
+                ));
+            }
+            load_dir(&dir)?
+        }
+        Source::Archive(archive) => load_archive(&archive, expected)?,
     };
     log::info!(
         "loaded CIFAR-10 from {}: {} training images, {} test images, {} classes",
@@ -385,8 +438,34 @@ fn load_dir(dir: &Path) -> Result<CifarData> {
     assemble(slots, class_names)
 }
 
-fn load_archive(archive: &Path) -> Result<CifarData> {
+/// Why an archive's MD5 is checked.
+#[derive(Clone, Copy, Debug)]
+enum Md5Origin {
+    /// The caller gave the digest.
+    Asked,
+    /// The file has the official archive's size.
+    OfficialSize,
+}
+
+/// A reader that computes the MD5 of everything read through it.
+struct Md5Reader<R> {
+    inner: R,
+    md5: Option<Md5>,
+}
+
+impl<R: Read> Read for Md5Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(m) = self.md5.as_mut() {
+            m.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Result<CifarData> {
     let mut file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let size = file.metadata().map_err(|e| Error::io(archive, e))?.len();
     let mut magic = [0u8; 2];
     let is_gzip = match file.read_exact(&mut magic) {
         Ok(()) => magic == [0x1f, 0x8b],
@@ -399,9 +478,47 @@ fn load_archive(archive: &Path) -> Result<CifarData> {
             format!("not a gzip archive; {}", expected_layout()),
         ));
     }
+    let expected = expected.or_else(|| {
+        (size == OFFICIAL_ARCHIVE_BYTES).then_some((OFFICIAL_MD5, Md5Origin::OfficialSize))
+    });
     let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
-    let gz = flate2::read::GzDecoder::new(BufReader::new(file));
+    // The MD5 is computed as the decoder reads the file: no second pass.
+    let hashed = Md5Reader {
+        inner: file,
+        md5: expected.map(|_| Md5::new()),
+    };
+    let gz = flate2::bufread::GzDecoder::new(BufReader::with_capacity(1 << 16, hashed));
     let mut tar = tar::Archive::new(gz);
+    let members = read_members(archive, &mut tar);
+    let checked = check_stream(archive, tar.into_inner(), size, expected);
+    let (slots, class_names, batches_base) = match (members, checked) {
+        (Ok(m), Ok(())) => m,
+        // A damaged stream is the cause of whatever its members showed.
+        (Err(first), Err(Error::Data { file, record, msg })) => {
+            return Err(data_err(
+                file,
+                record,
+                format!("{msg} (reading it first failed with: {first})"),
+            ))
+        }
+        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+    };
+    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
+    if let Some(err) = missing_error(&base, &slots) {
+        return Err(err);
+    }
+    assemble(slots, class_names)
+}
+
+/// The decoder of an archive being read (see [`load_archive`]).
+type ArchiveReader = tar::Archive<flate2::bufread::GzDecoder<BufReader<Md5Reader<File>>>>;
+
+/// The batch files, the class names and the folder holding them.
+type Members = (Vec<Option<Batch>>, Option<Vec<String>>, Option<PathBuf>);
+
+/// Reads the archive's members: the batch files into their slots, the
+/// class names, and where the batch files are.
+fn read_members(archive: &Path, tar: &mut ArchiveReader) -> Result<Members> {
     let corrupt = |e: std::io::Error| data_err(archive, None, format!("corrupt archive: {e}"));
 
     let mut slots: Vec<Option<Batch>> = (0..6).map(|_| None).collect();
@@ -473,16 +590,73 @@ fn load_archive(archive: &Path) -> Result<CifarData> {
             log::debug!("ignoring archive member {}", shown.display());
         }
     }
-    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
-    if let Some(err) = missing_error(&base, &slots) {
-        return Err(err);
+    Ok((slots, class_names, batches_base))
+}
+
+/// Reads the rest of the gzip stream, which makes the decoder check its
+/// CRC-32 and length trailer (the tar reader stops at the end-of-archive
+/// blocks, before it), then the rest of the file, and compares the MD5.
+fn check_stream(
+    archive: &Path,
+    mut gz: flate2::bufread::GzDecoder<BufReader<Md5Reader<File>>>,
+    size: u64,
+    expected: Option<([u8; 16], Md5Origin)>,
+) -> Result<()> {
+    std::io::copy(&mut gz, &mut std::io::sink()).map_err(|e| {
+        data_err(
+            archive,
+            None,
+            format!(
+                "gzip check failed ({e}): the archive is damaged (`gzip -t` fails on it too); \
+                 copy or download it again"
+            ),
+        )
+    })?;
+    let mut rest = gz.into_inner();
+    let trailing =
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| Error::io(archive, e))?;
+    if trailing > 0 {
+        log::warn!(
+            "{}: {trailing} bytes after the end of the gzip stream ignored (as gzip does)",
+            archive.display()
+        );
     }
-    assemble(slots, class_names)
+    // The hasher exists exactly when a digest is expected.
+    let (Some((want, origin)), Some(md5)) = (expected, rest.into_inner().md5) else {
+        return Ok(());
+    };
+    let got: [u8; 16] = md5.finalize().into();
+    if got == want {
+        log::info!(
+            "{}: MD5 {} checks out",
+            archive.display(),
+            super::download::hex(&got)
+        );
+        return Ok(());
+    }
+    let (got, want) = (super::download::hex(&got), super::download::hex(&want));
+    Err(data_err(
+        archive,
+        None,
+        match origin {
+            Md5Origin::Asked => format!("MD5 is {got}, but {want} was asked for (--verify-md5)"),
+            Md5Origin::OfficialSize => format!(
+                "MD5 is {got}, but the official {ARCHIVE_NAME}, whose size ({size} bytes) this \
+                 file has, has MD5 {want}: it is a damaged copy of the official archive; \
+                 download it again (--download)"
+            ),
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn official_md5_bytes_match_the_published_hex() {
+        assert_eq!(super::super::download::hex(&OFFICIAL_MD5), CIFAR10_MD5);
+    }
 
     #[test]
     fn short_stream_names_the_record_where_it_stops() {

@@ -137,7 +137,7 @@ fn file_name_of(url: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-fn parse_md5(s: &str) -> Result<[u8; 16]> {
+pub(crate) fn parse_md5(s: &str) -> Result<[u8; 16]> {
     let s = s.trim();
     if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Error::invalid(format!(
@@ -151,7 +151,7 @@ fn parse_md5(s: &str) -> Result<[u8; 16]> {
     Ok(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

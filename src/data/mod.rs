@@ -53,6 +53,7 @@ mod batch;
 pub mod cifar;
 mod dataset;
 pub mod download;
+mod identity;
 mod normalize;
 mod rng;
 mod shard;
@@ -63,6 +64,7 @@ pub use batch::{Batch, BatchBuilder};
 pub use dataset::{
     CifarData, Dataset, CHANNELS, CLASS_NAMES, HEIGHT, IMAGE_BYTES, NUM_CLASSES, WIDTH,
 };
+pub use identity::DataIdentity;
 pub use normalize::Normalizer;
 pub use shard::{
     epoch_permutation, shard_counts, shard_range, steps_per_epoch, EpochShards, ShardPlan,

@@ -121,8 +121,13 @@ impl TrainConfig {
         if self.verify_every == Some(0) {
             return Err(Error::invalid("verify-every must be at least 1"));
         }
-        if self.epochs == 0 && self.max_steps.is_none() {
+        // A run of 0 epochs is over before it starts, whatever max_steps
+        // says: refused rather than a silent no-op.
+        if self.epochs == 0 {
             return Err(Error::invalid("epochs must be at least 1"));
+        }
+        if self.max_steps == Some(0) {
+            return Err(Error::invalid("max_steps must be at least 1"));
         }
         Ok(())
     }
@@ -132,27 +137,36 @@ impl TrainConfig {
         self.global_batch / world_size
     }
 
-    /// A canonical text of every setting that changes the optimisation, for
-    /// the cross-rank agreement check and for checkpoints.
+    /// Every setting that changes the optimisation as `(name, value)`, for
+    /// the cross-rank agreement check (which names the settings that
+    /// differ) and for checkpoints. Floats are shown as Rust writes them,
+    /// which round-trips exactly, so equal text means equal bits.
+    pub fn entries(&self) -> Vec<(String, Option<String>)> {
+        let e = |k: &str, v: String| (k.to_string(), Some(v));
+        vec![
+            e("global_batch", self.global_batch.to_string()),
+            e("epochs", self.epochs.to_string()),
+            e("max_steps", format!("{:?}", self.max_steps)),
+            e("base_lr", format!("{:?}", self.base_lr)),
+            e("schedule", self.schedule.to_string()),
+            e("momentum", format!("{:?}", self.sgd.momentum)),
+            e("weight_decay", format!("{:?}", self.sgd.weight_decay)),
+            e("nesterov", self.sgd.nesterov.to_string()),
+            e("algorithm", self.algorithm.to_string()),
+            e("seed", self.seed.to_string()),
+            e("augment", self.augment.to_string()),
+            e("verify_every", format!("{:?}", self.verify_every)),
+            e("eval_batch", self.eval_batch.to_string()),
+        ]
+    }
+
+    /// [`entries`](Self::entries) as one line of `name=value`.
     pub fn canonical(&self) -> String {
-        format!(
-            "global_batch={} epochs={} max_steps={:?} base_lr={:08x} schedule={:?} momentum={:08x} \
-             weight_decay={:08x} nesterov={} algorithm={} seed={} augment={} verify_every={:?} \
-             eval_batch={}",
-            self.global_batch,
-            self.epochs,
-            self.max_steps,
-            self.base_lr.to_bits(),
-            self.schedule,
-            self.sgd.momentum.to_bits(),
-            self.sgd.weight_decay.to_bits(),
-            self.sgd.nesterov,
-            self.algorithm,
-            self.seed,
-            self.augment,
-            self.verify_every,
-            self.eval_batch
-        )
+        self.entries()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", v.unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -197,6 +211,18 @@ mod tests {
             gamma: 0.1,
         };
         cfg.validate(1).unwrap();
+    }
+
+    #[test]
+    fn runs_that_would_do_nothing_are_refused() {
+        let mut cfg = TrainConfig::pinet_defaults(64, 0);
+        cfg.max_steps = Some(2);
+        let e = cfg.validate(1).unwrap_err().to_string();
+        assert!(e.contains("epochs"), "{e}");
+        let mut cfg = TrainConfig::pinet_defaults(64, 1);
+        cfg.max_steps = Some(0);
+        let e = cfg.validate(1).unwrap_err().to_string();
+        assert!(e.contains("max_steps"), "{e}");
     }
 
     #[test]

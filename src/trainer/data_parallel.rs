@@ -2,7 +2,7 @@
 
 use log::{debug, info};
 
-use crate::collectives::{ensure_agree, Allreducer};
+use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
 use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer};
@@ -11,6 +11,7 @@ use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::ComputePool;
 use crate::trainer::config::TrainConfig;
+use crate::trainer::finite::all_finite;
 use crate::trainer::metrics::{EpochReport, EvalReport, Straggler};
 use crate::trainer::timing::{critical_path, Lap, StepTimes};
 
@@ -118,20 +119,22 @@ impl<'c> Trainer<'c> {
         if let Some(t) = cfg.peer_timeout {
             comm.set_watch(Some(t.watch(Phase::Setup, 0, 0)));
         }
-        let identity = format!(
-            "{}\nmodel={} input={:?} params={} world={} peer_timeout={:?}",
-            cfg.canonical(),
-            model.spec(),
-            model.input_chw(),
-            model.num_params(),
-            comm.size(),
-            cfg.peer_timeout.map(|t| t.base())
-        );
-        ensure_agree(
-            comm,
-            "training configuration and model",
-            identity.as_bytes(),
-        )?;
+        // Keyed, so that a mismatch names the settings that differ.
+        let mut identity = cfg.entries();
+        identity.extend([
+            ("model".to_string(), Some(model.spec().to_string())),
+            (
+                "input".to_string(),
+                Some(format!("{:?}", model.input_chw())),
+            ),
+            ("params".to_string(), Some(model.num_params().to_string())),
+            ("world".to_string(), Some(comm.size().to_string())),
+            (
+                "peer_timeout".to_string(),
+                Some(format!("{:?}", cfg.peer_timeout.map(|t| t.base()))),
+            ),
+        ]);
+        ensure_agree_keyed(comm, "training configuration and model", &identity)?;
         comm.broadcast_f32(0, model.params_mut())?;
         info!(
             "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {}, {} cores",
@@ -268,7 +271,7 @@ impl<'c> Trainer<'c> {
                 total_steps: 0,
             } => LrSchedule::Cosine {
                 warmup_steps,
-                total_steps: steps_per_epoch * self.cfg.epochs,
+                total_steps: steps_per_epoch.saturating_mul(self.cfg.epochs),
             },
             s => s,
         }
@@ -303,6 +306,8 @@ impl<'c> Trainer<'c> {
         }
         self.steps_per_epoch = spe;
         let schedule = self.schedule(spe);
+        // A cosine warm-up as long as the run would never decay.
+        schedule.validate()?;
         let first = self.step - self.epoch * spe;
         if first >= spe {
             return Err(Error::invalid(format!(
@@ -350,6 +355,12 @@ impl<'c> Trainer<'c> {
             let stats = self
                 .model
                 .train_step(&self.pool, batch.images, batch.labels)?;
+            if !stats.loss_sum.is_finite() {
+                // Reaches every rank through the allreduce (see `finite`).
+                if let Some(g) = self.model.grads_mut().first_mut() {
+                    *g = f32::NAN;
+                }
+            }
             let mut t = StepTimes {
                 compute: lap.lap(),
                 ..Default::default()
@@ -359,6 +370,9 @@ impl<'c> Trainer<'c> {
             self.allreducer
                 .allreduce_mean(self.comm, self.model.grads_mut())?;
             t.allreduce = lap.lap();
+            if !all_finite(self.model.grads()) {
+                return Err(self.non_finite(s + 1, stats.loss_sum / stats.count.max(1) as f64));
+            }
             lr = schedule.lr(self.cfg.base_lr, self.step);
             let (params, grads) = self.model.params_and_grads_mut();
             self.sgd.step(params, grads, lr)?;
@@ -524,6 +538,23 @@ impl<'c> Trainer<'c> {
             mean_compute: combined[steps + 2] as f64,
         });
         Ok((split, slowest))
+    }
+
+    /// The error of a step whose averaged gradient is not finite (the same
+    /// on every rank but for this rank's loss).
+    fn non_finite(&self, step_in_epoch: u64, local_loss: f64) -> Error {
+        Error::NonFinite {
+            epoch: self.epoch + 1,
+            step_in_epoch,
+            step: self.step + 1,
+            msg: format!(
+                "the averaged gradient is not finite (mean loss of this rank's share: \
+                 {local_loss}); the step's update was not applied, so the weights and the last \
+                 checkpoint are those before it. Lower the learning rate (it was {:?}), add \
+                 a warm-up, or check the data",
+                self.cfg.base_lr
+            ),
+        }
     }
 
     /// Sets the counters after a restore (see `resume`).

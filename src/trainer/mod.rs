@@ -13,11 +13,16 @@
 //! 3. wait in a barrier for the slowest rank (timed as `wait`);
 //! 4. average the gradients with the configured allreduce (timed as
 //!    `allreduce`);
-//! 5. apply the same SGD update on every rank.
+//! 5. check that the averaged gradient (and every rank's loss) is finite,
+//!    the same decision on every rank: a diverging run stops with
+//!    [`Error::NonFinite`](crate::Error::NonFinite) before its first bad
+//!    update, so the weights and the last checkpoint stay good;
+//! 6. apply the same SGD update on every rank.
 
 mod config;
 mod data_parallel;
 mod export;
+mod finite;
 mod metrics;
 mod resume;
 mod timing;
