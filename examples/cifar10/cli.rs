@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ringsgd::collectives::Algorithm;
+use ringsgd::collectives::{Algorithm, Wire};
 use ringsgd::optim::LrSchedule;
 
 /// Train a CNN (PiNet by default) on CIFAR-10 with data-parallel SGD.
@@ -107,6 +107,11 @@ pub struct Args {
     /// rank 0, average, broadcast).
     #[arg(long, value_name = "ALG", default_value = "ring")]
     pub allreduce: Algorithm,
+
+    /// Number format of gradient values on the wire: f32, bf16 or fp16 (16
+    /// bits halve the bytes; partial sums stay f32). Ring only.
+    #[arg(long, value_name = "FMT", default_value = "f32")]
+    pub wire: Wire,
 
     /// Seed of the weights, the data order and the augmentation.
     #[arg(long, value_name = "S", default_value_t = 0)]

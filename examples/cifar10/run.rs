@@ -203,6 +203,8 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             nesterov: args.nesterov,
         },
         algorithm: args.allreduce,
+        wire: args.wire,
+        bucket_bytes: None,
         seed: args.seed,
         augment: !args.no_augment,
         verify_every: (args.verify_every > 0).then_some(args.verify_every),

@@ -1,6 +1,6 @@
 //! What a training run is asked to do, validated at the boundary.
 
-use crate::collectives::Algorithm;
+use crate::collectives::{Algorithm, Wire};
 use crate::comm::watch::PeerTimeout;
 use crate::error::{Error, Result};
 use crate::optim::{LrSchedule, SgdConfig};
@@ -35,6 +35,16 @@ pub struct TrainConfig {
     pub sgd: SgdConfig,
     /// Gradient-averaging algorithm.
     pub algorithm: Algorithm,
+    /// Number format of gradient values on the wire (ring only; partial
+    /// sums are always `f32`). 16 bits halve the bytes each step moves.
+    pub wire: Wire,
+    /// Overlap of the gradient allreduce with backward: `Some(b)` cuts the
+    /// gradient into buckets of at least `b` bytes, in the order backward
+    /// produces them (last layer first), and reduces each while backward
+    /// goes on with the earlier layers; `None` reduces the whole gradient
+    /// after backward. Ring only. The bucket layout is part of what makes a
+    /// run bitwise reproducible (it decides how the sums are grouped).
+    pub bucket_bytes: Option<usize>,
     /// Seed of the initial weights, the data order and the augmentation.
     pub seed: u64,
     /// Random crop (4-pixel padding) and horizontal flip of training images.
@@ -81,6 +91,8 @@ impl TrainConfig {
                 nesterov: false,
             },
             algorithm: Algorithm::Ring,
+            wire: Wire::F32,
+            bucket_bytes: None,
             seed: 0,
             augment: true,
             verify_every: None,
@@ -117,6 +129,21 @@ impl TrainConfig {
             // Checked here rather than at the first decay, epochs later.
             // (A cosine schedule gets its length from the trainer.)
             self.schedule.validate()?;
+        }
+        if self.wire != Wire::F32 && self.algorithm != Algorithm::Ring {
+            return Err(Error::invalid(format!(
+                "wire format {} needs the ring allreduce (the {} allreduce moves f32)",
+                self.wire, self.algorithm
+            )));
+        }
+        if self.bucket_bytes.is_some() && self.algorithm != Algorithm::Ring {
+            return Err(Error::invalid(format!(
+                "overlapping the allreduce with backward needs the ring allreduce, not {}",
+                self.algorithm
+            )));
+        }
+        if self.bucket_bytes == Some(0) {
+            return Err(Error::invalid("bucket size must be at least 1 byte"));
         }
         if self.verify_every == Some(0) {
             return Err(Error::invalid("verify-every must be at least 1"));
@@ -158,6 +185,12 @@ impl TrainConfig {
             e("verify_every", format!("{:?}", self.verify_every)),
             e("eval_batch", self.eval_batch.to_string()),
         ]
+        .into_iter()
+        // Listed only when not the former fixed behaviour, so that the
+        // identity of earlier runs (and their checkpoints) is unchanged.
+        .chain((self.wire != Wire::F32).then(|| e("wire", self.wire.to_string())))
+        .chain(self.bucket_bytes.map(|b| e("bucket_bytes", b.to_string())))
+        .collect()
     }
 
     /// [`entries`](Self::entries) as one line of `name=value`.

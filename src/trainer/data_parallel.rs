@@ -137,12 +137,14 @@ impl<'c> Trainer<'c> {
         ensure_agree_keyed(comm, "training configuration and model", &identity)?;
         comm.broadcast_f32(0, model.params_mut())?;
         info!(
-            "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {}, {} cores",
+            "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {} ({} on the \
+             wire), {} cores",
             comm.rank(),
             comm.size(),
             model.num_params(),
             cfg.per_rank_batch(comm.size()),
             cfg.algorithm,
+            cfg.wire,
             pool.cores()
         );
         Ok(Trainer {
@@ -150,7 +152,11 @@ impl<'c> Trainer<'c> {
             pool,
             model,
             sgd,
-            allreducer: Allreducer::new(cfg.algorithm),
+            // The ranks agreed on everything an allreduce checks (above):
+            // no per-call check.
+            allreducer: Allreducer::new(cfg.algorithm)
+                .with_wire(cfg.wire)
+                .with_check_every_call(false),
             cfg,
             batches: None,
             epoch: 0,
