@@ -2,6 +2,7 @@
 //! identical replicas, world-size independence, exact resume.
 
 use ringsgd::checkpoint::Checkpoint;
+use ringsgd::collectives::Wire;
 use ringsgd::comm::local::run_ranks;
 use ringsgd::comm::Communicator;
 use ringsgd::data::{synthetic, Dataset, Normalizer};
@@ -287,4 +288,87 @@ fn pinet_defaults_learn_without_warmup() {
         *after < 0.97 * before,
         "no learning in 30 steps: loss {after} from {before}; epoch losses {losses:?}"
     );
+}
+
+/// `config` with the allreduce overlapped with backward, buckets of at
+/// least `bytes`.
+fn overlapped(epochs: u64, bytes: usize, wire: Wire) -> TrainConfig {
+    let mut cfg = config(epochs);
+    cfg.bucket_bytes = Some(bytes);
+    cfg.wire = wire;
+    cfg
+}
+
+#[test]
+fn one_bucket_overlap_is_bitwise_the_plain_step() {
+    // A single bucket is the same ring over the same values: the overlap
+    // changes when the reduction runs, not what it computes.
+    let mut plain_cfg = config(2);
+    plain_cfg.bucket_bytes = None;
+    let plain = train(3, 1, &plain_cfg, None, None).unwrap();
+    let one = train(3, 1, &overlapped(2, usize::MAX / 2, Wire::F32), None, None).unwrap();
+    assert_eq!(one[0].0.weights, plain[0].0.weights);
+    assert_eq!(one[0].0.hash, plain[0].0.hash);
+    for (a, b) in one[0].0.reports.iter().zip(&plain[0].0.reports) {
+        assert_eq!(a.train_loss, b.train_loss);
+        assert!(a.times.hidden >= 0.0);
+    }
+}
+
+#[test]
+fn overlapped_buckets_are_reproducible_identical_and_close_to_the_plain_step() {
+    // One bucket per layer (4-byte minimum): the grouping of the sums
+    // differs from one ring over everything, the optimisation does not.
+    let cfg = overlapped(2, 4, Wire::F32);
+    let mut plain_cfg = config(2);
+    plain_cfg.bucket_bytes = None;
+    let plain = train(2, 1, &plain_cfg, None, None).unwrap();
+    let a = train(2, 1, &cfg, None, None).unwrap();
+    let b = train(2, 2, &cfg, None, None).unwrap();
+    assert_eq!(
+        a[0].0.weights, b[0].0.weights,
+        "core count changed the bits"
+    );
+    assert_eq!(a[0].0.weights, a[1].0.weights, "replicas differ");
+    for (x, y) in a[0].0.reports.iter().zip(&plain[0].0.reports) {
+        let rel = (x.train_loss - y.train_loss).abs() / y.train_loss;
+        assert!(rel < 1e-3, "loss {} vs {}", x.train_loss, y.train_loss);
+    }
+    let max_diff = a[0]
+        .0
+        .weights
+        .iter()
+        .zip(&plain[0].0.weights)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max_diff < 1e-3, "weights differ by {max_diff}");
+}
+
+#[test]
+fn bf16_on_the_wire_keeps_replicas_identical_and_trains() {
+    for cfg in [overlapped(2, 4, Wire::Bf16), {
+        let mut c = config(2);
+        c.wire = Wire::Bf16;
+        c.bucket_bytes = None;
+        c
+    }] {
+        let runs = train(3, 1, &cfg, None, None).unwrap();
+        let plain = train(3, 1, &config(2), None, None).unwrap();
+        for (r, _) in &runs[1..] {
+            assert_eq!(r.weights, runs[0].0.weights, "replicas differ");
+        }
+        assert_ne!(
+            runs[0].0.weights, plain[0].0.weights,
+            "bf16 changed nothing?"
+        );
+        for (x, y) in runs[0].0.reports.iter().zip(&plain[0].0.reports) {
+            let rel = (x.train_loss - y.train_loss).abs() / y.train_loss;
+            assert!(
+                rel < 2e-2,
+                "bf16 loss {} vs f32 {}",
+                x.train_loss,
+                y.train_loss
+            );
+        }
+    }
 }

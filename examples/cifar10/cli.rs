@@ -113,6 +113,13 @@ pub struct Args {
     #[arg(long, value_name = "FMT", default_value = "f32")]
     pub wire: Wire,
 
+    /// Overlap the gradient allreduce with backward in buckets of at least
+    /// this many KiB, last layer first (0: reduce the whole gradient after
+    /// backward; the default puts PiNet's fully connected layers and its
+    /// convolutions in two buckets). Ring only.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    pub bucket_kb: usize,
+
     /// Seed of the weights, the data order and the augmentation.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,

@@ -80,9 +80,15 @@ impl EpochPrinter {
                 )
             })
             .unwrap_or_default();
+        // With overlap: the communication that ran behind backward.
+        let hidden = if r.times.hidden > 0.0 {
+            format!(" hidden {:.1}", r.times.hidden)
+        } else {
+            String::new()
+        };
         println!(
             "epoch {}/{} step {} train_loss {:.4} train_acc {:.4}{test} lr {:.5} img/s {:.1} \
-             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{slowest})",
+             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{hidden}{slowest})",
             r.epoch,
             self.epochs,
             r.step,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ringsgd::checkpoint::Checkpoint;
-use ringsgd::collectives::ensure_agree_keyed;
+use ringsgd::collectives::{ensure_agree_keyed, Algorithm};
 use ringsgd::comm::watch::{PeerTimeout, Phase};
 use ringsgd::comm::Communicator;
 use ringsgd::data::{self, cifar, synthetic, DataIdentity, Dataset, Normalizer};
@@ -204,7 +204,8 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         },
         algorithm: args.allreduce,
         wire: args.wire,
-        bucket_bytes: None,
+        bucket_bytes: (args.bucket_kb > 0 && args.allreduce == Algorithm::Ring)
+            .then(|| args.bucket_kb.saturating_mul(1024)),
         seed: args.seed,
         augment: !args.no_augment,
         verify_every: (args.verify_every > 0).then_some(args.verify_every),

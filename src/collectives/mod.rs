@@ -53,7 +53,7 @@ mod allgather;
 mod allreduce;
 mod naive;
 mod reduce;
-mod ring;
+pub(crate) mod ring;
 mod wire;
 
 pub use agree::{ensure_agree, ensure_agree_keyed};

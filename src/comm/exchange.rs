@@ -103,6 +103,12 @@ pub trait Exchange<'a> {
     /// Number of posted operations not yet seen complete by
     /// [`test`](Exchange::test).
     fn pending(&self) -> usize;
+
+    /// Does what a waiting rank owes its peers (under MPI: answers their
+    /// liveness checks), without waiting. For bodies that wait on something
+    /// else between their tests (their compute threads); cheap enough to
+    /// call every few hundred microseconds.
+    fn keep_alive(&mut self);
 }
 
 /// Checks a tag against [`MAX_TAG`].

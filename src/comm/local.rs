@@ -752,6 +752,8 @@ impl<'a> Exchange<'a> for LocalExchange<'a, '_> {
     fn pending(&self) -> usize {
         self.pending
     }
+
+    fn keep_alive(&mut self) {}
 }
 
 /// Runs `f` on `n` in-process ranks, one thread each, and returns the

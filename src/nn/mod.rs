@@ -23,7 +23,7 @@ pub mod spec;
 mod stack;
 
 pub use loss::BatchStats;
-pub use model::{Model, ModelBuilder, OpProfile, TensorInfo};
+pub use model::{GradSink, Model, ModelBuilder, OpProfile, TensorInfo};
 pub use spec::LayerSpec;
 
 /// The reference network "PiNet" for CIFAR-10 (`[3, 32, 32]` in, 10 classes

@@ -97,6 +97,10 @@ pub(super) struct Op {
     pub blen: usize,
 }
 
+/// Receives each finished part of the gradient during backward: its offset
+/// in the flat gradient and its values (see [`Model::train_step_with`]).
+pub type GradSink<'a> = dyn FnMut(usize, &[f32]) + Send + 'a;
+
 /// Builds a [`Model`] layer by layer.
 ///
 /// ```
@@ -586,7 +590,51 @@ impl Model {
         input: ArrayView4<'_, f32>,
         labels: &[u8],
     ) -> Result<BatchStats> {
-        self.run_batch(pool, input, labels, true)
+        self.run_batch(pool, input, labels, Some(&mut |_, _| {}))
+    }
+
+    /// [`train_step`](Self::train_step) that hands each part of the
+    /// gradient to `on_grads(offset, values)` as soon as backward has
+    /// finished it, last layer first, in the order of
+    /// [`grad_parts`](Self::grad_parts) (the parts tile
+    /// [`grads`](Self::grads)). This is what lets a trainer reduce the
+    /// last layers' gradients while backward is still working on the
+    /// first ones. `on_grads` runs on a compute thread.
+    pub fn train_step_with(
+        &mut self,
+        pool: &ComputePool,
+        input: ArrayView4<'_, f32>,
+        labels: &[u8],
+        on_grads: &mut GradSink<'_>,
+    ) -> Result<BatchStats> {
+        self.run_batch(pool, input, labels, Some(on_grads))
+    }
+
+    /// The parts of the flat gradient in the order backward finishes them
+    /// (see [`train_step_with`](Self::train_step_with)): each layer with
+    /// parameters after the convolution stack on its own, last first, then
+    /// the whole stack at once (its per-image chunks are summed at the
+    /// end).
+    pub fn grad_parts(&self) -> Vec<std::ops::Range<usize>> {
+        let l = self.layout.len;
+        let mut parts: Vec<std::ops::Range<usize>> = self.ops[l..]
+            .iter()
+            .rev()
+            .filter(|op| op.wlen + op.blen > 0)
+            .map(|op| op.poff..op.poff + op.wlen + op.blen)
+            .collect();
+        parts.extend(self.stack_grad_range());
+        parts
+    }
+
+    /// The span of the convolution stack's parameters, if it has any.
+    fn stack_grad_range(&self) -> Option<std::ops::Range<usize>> {
+        let stack = self.ops[..self.layout.len]
+            .iter()
+            .filter(|op| op.wlen + op.blen > 0);
+        let lo = stack.clone().map(|op| op.poff).min()?;
+        let hi = stack.map(|op| op.poff + op.wlen + op.blen).max()?;
+        Some(lo..hi)
     }
 
     /// Forward only: loss and accuracy of a batch (gradients untouched).
@@ -596,7 +644,7 @@ impl Model {
         input: ArrayView4<'_, f32>,
         labels: &[u8],
     ) -> Result<BatchStats> {
-        self.run_batch(pool, input, labels, false)
+        self.run_batch(pool, input, labels, None)
     }
 
     /// Forward and loss on a labelled batch, then, when `train`, the
@@ -606,15 +654,15 @@ impl Model {
         pool: &ComputePool,
         input: ArrayView4<'_, f32>,
         labels: &[u8],
-        train: bool,
+        on_grads: Option<&mut GradSink<'_>>,
     ) -> Result<BatchStats> {
         let batch = self.check_input(&input, Some(labels))?;
         self.prepare(pool, batch, &input);
         Ok(pool.install(|| {
             self.forward(pool, &input, batch);
-            let stats = self.loss(labels, train);
-            if train {
-                self.backward(pool, &input, batch);
+            let stats = self.loss(labels, on_grads.is_some());
+            if let Some(on_grads) = on_grads {
+                self.backward(pool, &input, batch, on_grads);
             }
             stats
         }))
@@ -809,7 +857,13 @@ impl Model {
 
     /// Backward from d(loss)/d(logits) in `buf.grad[0]`; writes every
     /// gradient in `self.grads`.
-    fn backward(&mut self, pool: &ComputePool, input: &ArrayView4<'_, f32>, batch: usize) {
+    fn backward(
+        &mut self,
+        pool: &ComputePool,
+        input: &ArrayView4<'_, f32>,
+        batch: usize,
+        on_grads: &mut GradSink<'_>,
+    ) {
         let l = self.layout.len;
         #[cfg(test)]
         let want_input_grad = self.want_input_grad;
@@ -864,6 +918,9 @@ impl Model {
             }
             std::mem::swap(&mut dy_buf, &mut dx_buf);
             buf.times[k][1] = t0.elapsed().as_secs_f64();
+            if op.wlen + op.blen > 0 {
+                on_grads(op.poff, &self.grads[op.poff..op.poff + op.wlen + op.blen]);
+            }
         }
         #[cfg(test)]
         if l == 0 && want_input_grad {
@@ -905,6 +962,9 @@ impl Model {
             &mut self.grads,
         );
         self.stack_times(1, t0.elapsed().as_secs_f64());
+        if let Some(part) = self.stack_grad_range() {
+            on_grads(part.start, &self.grads[part]);
+        }
     }
 
     /// Forward FLOPs per image (2 x multiply-adds of conv and linear layers).
@@ -972,7 +1032,7 @@ impl Model {
         let n = batch * self.num_classes;
         let logits = self.buf.acts[self.ops.len() - 1][..n].to_vec();
         self.buf.grad[0][..n].copy_from_slice(dlogits);
-        self.backward(pool, &input, batch);
+        self.backward(pool, &input, batch, &mut |_, _| {});
         Ok(logits)
     }
 }

@@ -65,9 +65,18 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Default bucket size of the overlapped allreduce: 1 MiB, which puts
+    /// PiNet's two fully connected layers (4.2 MB, ready first) in one
+    /// bucket and its convolutions (262 KB, ready last) in another. PiNet
+    /// training, 1 core per rank, virtual 1 Gbit cluster: 2 ranks 920 vs
+    /// 797 images/s without overlap; 4 ranks sharing 2 cores 629 vs 634
+    /// (README, "Gradients reduced while backward runs").
+    pub const DEFAULT_BUCKET_BYTES: usize = 1 << 20;
+
     /// PiNet's reference settings for a global batch `global_batch`:
     /// SGD momentum 0.9, weight decay 5e-4, lr = 0.05 x batch / 128, cosine
-    /// schedule over `epochs`, augmentation on, ring allreduce.
+    /// schedule over `epochs`, augmentation on, ring allreduce overlapped
+    /// with backward in buckets of [`DEFAULT_BUCKET_BYTES`](Self::DEFAULT_BUCKET_BYTES).
     ///
     /// ```
     /// # use ringsgd::trainer::TrainConfig;
@@ -92,7 +101,7 @@ impl TrainConfig {
             },
             algorithm: Algorithm::Ring,
             wire: Wire::F32,
-            bucket_bytes: None,
+            bucket_bytes: Some(TrainConfig::DEFAULT_BUCKET_BYTES),
             seed: 0,
             augment: true,
             verify_every: None,

@@ -2,6 +2,7 @@
 
 use log::{debug, info};
 
+use super::overlap::Overlap;
 use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
@@ -75,6 +76,9 @@ pub struct Trainer<'c> {
     model: Model,
     sgd: Sgd,
     allreducer: Allreducer,
+    /// The overlapped step's buffers (`TrainConfig::bucket_bytes`, more
+    /// than one rank).
+    overlap: Option<Overlap>,
     cfg: TrainConfig,
     /// Batch assembly, made for the normaliser of the data being trained on.
     batches: Option<BatchBuilder>,
@@ -134,6 +138,21 @@ impl<'c> Trainer<'c> {
                 Some(format!("{:?}", cfg.peer_timeout.map(|t| t.base()))),
             ),
         ]);
+        let overlap = match cfg.bucket_bytes {
+            Some(b) if comm.size() > 1 => Some(Overlap::new(
+                &model,
+                comm.size(),
+                b,
+                Allreducer::DEFAULT_SEGMENT_BYTES,
+                cfg.wire,
+            )?),
+            _ => None,
+        };
+        if let Some(ov) = &overlap {
+            // The layout decides how the sums are grouped: part of the
+            // identity (equal specs give equal layouts, but say so).
+            identity.push(("buckets".to_string(), Some(ov.plan().describe())));
+        }
         ensure_agree_keyed(comm, "training configuration and model", &identity)?;
         comm.broadcast_f32(0, model.params_mut())?;
         info!(
@@ -157,6 +176,7 @@ impl<'c> Trainer<'c> {
             allreducer: Allreducer::new(cfg.algorithm)
                 .with_wire(cfg.wire)
                 .with_check_every_call(false),
+            overlap,
             cfg,
             batches: None,
             epoch: 0,
@@ -358,30 +378,62 @@ impl<'c> Trainer<'c> {
                 epoch,
                 base + shard.start,
             )?;
-            let stats = self
-                .model
-                .train_step(&self.pool, batch.images, batch.labels)?;
-            if !stats.loss_sum.is_finite() {
-                // Reaches every rank through the allreduce (see `finite`).
-                if let Some(g) = self.model.grads_mut().first_mut() {
-                    *g = f32::NAN;
+            let (stats, mut t) = if let Some(ov) = self.overlap.as_mut() {
+                let fill = lap.lap();
+                let (stats, o) = ov.step(
+                    self.comm,
+                    &mut self.model,
+                    &self.pool,
+                    batch.images,
+                    batch.labels,
+                )?;
+                lap.lap();
+                // A non-finite loss comes from non-finite logits, whose
+                // gradient is non-finite too: it reaches every rank in the
+                // averaged gradient (checked below).
+                let t = StepTimes {
+                    compute: fill + o.compute,
+                    allreduce: (o.end - o.compute).max(0.0),
+                    hidden: o.hidden,
+                    ..Default::default()
+                };
+                (stats, t)
+            } else {
+                let stats = self
+                    .model
+                    .train_step(&self.pool, batch.images, batch.labels)?;
+                if !stats.loss_sum.is_finite() {
+                    // Reaches every rank through the allreduce (see `finite`).
+                    if let Some(g) = self.model.grads_mut().first_mut() {
+                        *g = f32::NAN;
+                    }
                 }
-            }
-            let mut t = StepTimes {
-                compute: lap.lap(),
-                ..Default::default()
+                let mut t = StepTimes {
+                    compute: lap.lap(),
+                    ..Default::default()
+                };
+                self.comm.barrier()?;
+                t.wait = lap.lap();
+                self.allreducer
+                    .allreduce_mean(self.comm, self.model.grads_mut())?;
+                t.allreduce = lap.lap();
+                (stats, t)
             };
-            self.comm.barrier()?;
-            t.wait = lap.lap();
-            self.allreducer
-                .allreduce_mean(self.comm, self.model.grads_mut())?;
-            t.allreduce = lap.lap();
-            if !all_finite(self.model.grads()) {
+            let averaged: &[f32] = match &self.overlap {
+                Some(ov) => ov.reduced(),
+                None => self.model.grads(),
+            };
+            if !all_finite(averaged) {
                 return Err(self.non_finite(s + 1, stats.loss_sum / stats.count.max(1) as f64));
             }
             lr = schedule.lr(self.cfg.base_lr, self.step);
-            let (params, grads) = self.model.params_and_grads_mut();
-            self.sgd.step(params, grads, lr)?;
+            match &self.overlap {
+                Some(ov) => self.sgd.step(self.model.params_mut(), ov.reduced(), lr)?,
+                None => {
+                    let (params, grads) = self.model.params_and_grads_mut();
+                    self.sgd.step(params, grads, lr)?;
+                }
+            }
             t.compute += lap.lap();
             t.step = t.compute + t.wait + t.allreduce;
             self.times.push(t);
@@ -507,9 +559,7 @@ impl<'c> Trainer<'c> {
                 self.comm.recv_f32(src, &mut other)?;
                 all.push(other);
             }
-            let field = |a: &[f32], s: usize| {
-                StepTimes::from_array([a[4 * s], a[4 * s + 1], a[4 * s + 2], a[4 * s + 3]])
-            };
+            let field = |a: &[f32], s: usize| StepTimes::from_slice(&a[StepTimes::FIELDS * s..]);
             let mut per_rank = Vec::with_capacity(size);
             for (s, out) in combined[..steps]
                 .chunks_exact_mut(StepTimes::FIELDS)
@@ -536,7 +586,7 @@ impl<'c> Trainer<'c> {
         self.comm.broadcast_f32(0, &mut combined)?;
         let split = combined[..steps]
             .chunks_exact(StepTimes::FIELDS)
-            .map(|c| StepTimes::from_array([c[0], c[1], c[2], c[3]]))
+            .map(StepTimes::from_slice)
             .collect();
         let slowest = (size > 1).then(|| Straggler {
             rank: combined[steps] as usize,

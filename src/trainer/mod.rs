@@ -24,6 +24,7 @@ mod data_parallel;
 mod export;
 mod finite;
 mod metrics;
+mod overlap;
 mod resume;
 mod timing;
 

@@ -1,4 +1,6 @@
-//! Where a step's time goes: compute, waiting for the slowest rank, allreduce.
+//! Where a step's time goes: compute, waiting for the slowest rank, the
+//! communication the step waits for, and the communication hidden behind
+//! compute.
 
 use std::time::Instant;
 
@@ -7,43 +9,56 @@ use std::time::Instant;
 /// * `compute`: batch assembly, forward, backward and the optimiser update.
 /// * `wait`: time blocked in a barrier before the allreduce, i.e. waiting for
 ///   the slowest rank (load imbalance, noisy neighbours).
-/// * `allreduce`: the gradient allreduce itself.
-/// * `step`: the whole step (at least the sum of the three).
+/// * `allreduce`: the gradient allreduce the step waits for after its own
+///   compute (all of it without overlap; with overlap only the exposed
+///   part, which also holds any wait for slower ranks).
+/// * `hidden`: communication that ran while this rank was still computing
+///   (overlap only).
+/// * `step`: the whole step (compute + wait + allreduce).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepTimes {
     /// Forward + backward + optimiser (+ batch assembly).
     pub compute: f64,
     /// Blocked before the allreduce waiting for other ranks.
     pub wait: f64,
-    /// In the gradient allreduce.
+    /// In the gradient allreduce, after this rank's compute was done.
     pub allreduce: f64,
     /// The whole step.
     pub step: f64,
+    /// Gradient communication overlapped with this rank's compute.
+    pub hidden: f64,
 }
 
 impl StepTimes {
     /// Number of `f32` values [`StepTimes::to_array`] produces.
-    pub const FIELDS: usize = 4;
+    pub const FIELDS: usize = 5;
 
-    /// `[compute, wait, allreduce, step]` as `f32`, for exchanging between
-    /// ranks.
-    pub fn to_array(&self) -> [f32; 4] {
+    /// `[compute, wait, allreduce, step, hidden]` as `f32`, for exchanging
+    /// between ranks.
+    pub fn to_array(&self) -> [f32; 5] {
         [
             self.compute as f32,
             self.wait as f32,
             self.allreduce as f32,
             self.step as f32,
+            self.hidden as f32,
         ]
     }
 
     /// Inverse of [`StepTimes::to_array`].
-    pub fn from_array(a: [f32; 4]) -> Self {
+    pub fn from_array(a: [f32; 5]) -> Self {
         StepTimes {
             compute: a[0] as f64,
             wait: a[1] as f64,
             allreduce: a[2] as f64,
             step: a[3] as f64,
+            hidden: a[4] as f64,
         }
+    }
+
+    /// From the first [`FIELDS`](Self::FIELDS) values of `a`.
+    pub(crate) fn from_slice(a: &[f32]) -> Self {
+        Self::from_array([a[0], a[1], a[2], a[3], a[4]])
     }
 
     /// Field-wise sum.
@@ -53,6 +68,7 @@ impl StepTimes {
             wait: self.wait + other.wait,
             allreduce: self.allreduce + other.allreduce,
             step: self.step + other.step,
+            hidden: self.hidden + other.hidden,
         }
     }
 }
@@ -66,12 +82,14 @@ impl StepTimes {
 /// * `wait`: how much the slowest rank's compute exceeds the mean (load
 ///   imbalance: the time the other ranks wait for it);
 /// * `allreduce`: the rest of the step (barrier latency and the gradient
-///   allreduce on the critical path);
-/// * `step`: the longest step time of any rank.
+///   communication exposed on the critical path);
+/// * `step`: the longest step time of any rank;
+/// * `hidden`: the mean over ranks of the communication hidden behind
+///   compute.
 ///
 /// ```
 /// # use ringsgd::trainer::{critical_path, StepTimes};
-/// let rank = |c: f64, s: f64| StepTimes { compute: c, wait: 0.0, allreduce: 0.0, step: s };
+/// let rank = |c: f64, s: f64| StepTimes { compute: c, step: s, ..Default::default() };
 /// let t = critical_path(&[rank(1.0, 1.5), rank(2.0, 2.5)]);
 /// assert_eq!((t.compute, t.wait, t.allreduce, t.step), (1.5, 0.5, 0.5, 2.5));
 /// ```
@@ -82,11 +100,13 @@ pub fn critical_path(ranks: &[StepTimes]) -> StepTimes {
     let mean = ranks.iter().map(|t| t.compute).sum::<f64>() / ranks.len() as f64;
     let max_compute = ranks.iter().map(|t| t.compute).fold(0.0, f64::max);
     let step = ranks.iter().map(|t| t.step).fold(0.0, f64::max);
+    let hidden = ranks.iter().map(|t| t.hidden).sum::<f64>() / ranks.len() as f64;
     StepTimes {
         compute: mean,
         wait: max_compute - mean,
         allreduce: (step - max_compute).max(0.0),
         step,
+        hidden,
     }
 }
 
@@ -94,7 +114,7 @@ pub fn critical_path(ranks: &[StepTimes]) -> StepTimes {
 ///
 /// ```
 /// # use ringsgd::trainer::{median_times, StepTimes};
-/// let t = |s| StepTimes { compute: s, wait: 0.0, allreduce: 0.0, step: s };
+/// let t = |s| StepTimes { compute: s, step: s, ..Default::default() };
 /// let m = median_times(&[t(3.0), t(1.0), t(2.0)]).unwrap();
 /// assert_eq!(m.step, 2.0);
 /// ```
@@ -117,6 +137,7 @@ pub fn median_times(times: &[StepTimes]) -> Option<StepTimes> {
         wait: med(|t| t.wait),
         allreduce: med(|t| t.allreduce),
         step: med(|t| t.step),
+        hidden: med(|t| t.hidden),
     })
 }
 
@@ -158,6 +179,7 @@ mod tests {
             wait: 2.0 * s,
             allreduce: 0.0,
             step: s,
+            hidden: s,
         };
         let m = median_times(&[t(4.0), t(1.0), t(2.0), t(3.0)]).unwrap();
         assert_eq!(m.compute, 2.5);
@@ -172,6 +194,7 @@ mod tests {
             wait: 0.5,
             allreduce: 0.25,
             step: 2.0,
+            hidden: 0.125,
         };
         assert_eq!(StepTimes::from_array(a.to_array()), a);
         let b = StepTimes {
@@ -179,8 +202,10 @@ mod tests {
             wait: 1.0,
             allreduce: 0.25,
             step: 1.0,
+            hidden: 0.375,
         };
         let m = critical_path(&[a, b]);
+        assert_eq!(m.hidden, 0.25);
         assert_eq!(
             (m.compute, m.wait, m.allreduce, m.step),
             (0.75, 0.25, 1.0, 2.0)

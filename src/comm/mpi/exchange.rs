@@ -213,4 +213,8 @@ impl<'a, 's> Exchange<'a> for MpiExchange<'a, 's> {
     fn pending(&self) -> usize {
         self.pending
     }
+
+    fn keep_alive(&mut self) {
+        self.comm.live.keep_alive();
+    }
 }

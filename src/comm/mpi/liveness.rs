@@ -37,6 +37,10 @@ const TAG_PONG: i32 = 2;
 const PONG_WORDS: usize = 7;
 /// How often a waiting rank looks for liveness checks to answer.
 const PING_CHECK_EVERY: Duration = Duration::from_millis(1);
+/// Pause between polls of an unwatched wait (the rank computes meanwhile):
+/// short against a segment's time on the wire (~1 ms for 128 KiB at
+/// 1 Gbit/s), long enough to cost the compute threads nothing measurable.
+const UNWATCHED_NAP: Duration = Duration::from_micros(50);
 /// How long a silent host's network is probed.
 const PROBE_LIMIT: Duration = Duration::from_secs(1);
 /// How long a rank that found only unreachable hosts silent leaves Open MPI
@@ -132,6 +136,7 @@ pub(super) struct Liveness {
     in_flight: RefCell<Vec<Request<'static, [u64]>>>,
     longest: RefCell<LongestWaits>,
     on_timeout: RefCell<Option<TimeoutReport>>,
+    last_ping_check: Cell<Option<Instant>>,
 }
 
 impl Liveness {
@@ -152,6 +157,7 @@ impl Liveness {
             in_flight: RefCell::new(Vec::new()),
             longest: RefCell::new(LongestWaits::default()),
             on_timeout: RefCell::new(None),
+            last_ping_check: Cell::new(None),
         }
     }
 
@@ -266,7 +272,13 @@ impl Liveness {
                     }
                 }
             }
-            std::thread::yield_now();
+            if watched {
+                std::thread::yield_now();
+            } else {
+                // The rank's own compute threads are busy: leave them the
+                // core (a yield would spin on it).
+                std::thread::sleep(UNWATCHED_NAP);
+            }
         };
         if let Some(w) = watch() {
             self.longest.borrow_mut().record(w.phase, since.elapsed());
@@ -362,6 +374,21 @@ impl Liveness {
             if let Err(r) = r.test() {
                 flight.push(r);
             }
+        }
+    }
+
+    /// Answers the liveness checks that have arrived, at most once per
+    /// [`PING_CHECK_EVERY`] (for callers that wait on something else than
+    /// MPI, e.g. their compute threads).
+    pub(super) fn keep_alive(&self) {
+        let now = Instant::now();
+        if self
+            .last_ping_check
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= PING_CHECK_EVERY)
+        {
+            self.last_ping_check.set(Some(now));
+            self.answer_pings();
         }
     }
 
