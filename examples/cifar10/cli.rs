@@ -113,6 +113,13 @@ pub struct Args {
     #[arg(long, value_name = "FMT", default_value = "f32")]
     pub wire: Wire,
 
+    /// The network link's rate (e.g. 1gbit, 100mbit), to show the
+    /// allreduce's bandwidth as a fraction of it in each epoch line
+    /// [default: the rate the kernel reports for the default route's
+    /// interface, if any].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub link_rate: Option<f64>,
+
     /// Overlap the gradient allreduce with backward in buckets of at least
     /// this many KiB, last layer first (0: reduce the whole gradient after
     /// backward; the default puts PiNet's fully connected layers and its
@@ -215,5 +222,23 @@ impl Args {
                 "--schedule: unknown schedule '{other}' (expected constant, step or cosine)"
             ))),
         }
+    }
+}
+
+/// `1gbit`, `100mbit`, `940mbit`, `10kbit` (bits per second).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)]
+        .iter()
+        .find_map(|(u, m)| lower.strip_suffix(u).map(|n| (n.to_string(), *m)))
+        .ok_or_else(|| format!("{s:?}: expected a rate such as 1gbit or 100mbit"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a rate such as 1gbit or 100mbit"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v * mult)
+    } else {
+        Err(format!("{s:?}: the rate must be positive"))
     }
 }

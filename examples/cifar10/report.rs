@@ -20,13 +20,22 @@ pub struct EpochPrinter {
     bar: Option<ProgressBar>,
     /// Host of each rank, to name the slowest.
     hosts: Vec<String>,
+    /// The link's rate in bits per second, for the bandwidth's fraction.
+    link_bits_per_s: Option<f64>,
 }
 
 impl EpochPrinter {
     /// `enabled` is false on ranks other than 0; `bar` asks for a progress
     /// bar, shown only when stderr is a terminal.
-    pub fn new(enabled: bool, bar: bool, epochs: u64, comm: &dyn Communicator) -> Self {
+    pub fn new(
+        enabled: bool,
+        bar: bool,
+        epochs: u64,
+        comm: &dyn Communicator,
+        link_bits_per_s: Option<f64>,
+    ) -> Self {
         EpochPrinter {
+            link_bits_per_s,
             enabled,
             bar_wanted: enabled && bar && std::io::stderr().is_terminal(),
             epochs,
@@ -86,9 +95,20 @@ impl EpochPrinter {
         } else {
             String::new()
         };
+        // The ring's bus bandwidth, and its fraction of the link.
+        let net = r
+            .bus_bandwidth()
+            .map(|bw| {
+                let frac = self
+                    .link_bits_per_s
+                    .map(|l| format!(" = {:.0}% of the link", 100.0 * bw * 8.0 / l))
+                    .unwrap_or_default();
+                format!(" net {:.0} MB/s{frac}", bw / 1e6)
+            })
+            .unwrap_or_default();
         println!(
             "epoch {}/{} step {} train_loss {:.4} train_acc {:.4}{test} lr {:.5} img/s {:.1} \
-             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{hidden}{slowest})",
+             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{hidden}{net}{slowest})",
             r.epoch,
             self.epochs,
             r.step,

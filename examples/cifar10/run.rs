@@ -251,7 +251,8 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         (Some(p), true) => Some(MetricsCsv::create(p, args.resume)?),
         _ => None,
     };
-    let mut printer = EpochPrinter::new(root, !args.no_progress, args.epochs, comm);
+    let link = args.link_rate.or_else(guess_link_rate);
+    let mut printer = EpochPrinter::new(root, !args.no_progress, args.epochs, comm, link);
     let mut all_times: Vec<StepTimes> = Vec::new();
     let mut last_test = None;
     let run_start = std::time::Instant::now();
@@ -338,4 +339,17 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The rate of the interface of the default route, from the kernel
+/// (`/sys/class/net/IFACE/speed`, Mbit/s), when it reports one.
+fn guess_link_rate() -> Option<f64> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let iface = routes.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 1 && f[1] == "00000000").then(|| f[0].to_string())
+    })?;
+    let speed = std::fs::read_to_string(format!("/sys/class/net/{iface}/speed")).ok()?;
+    let mbit: f64 = speed.trim().parse().ok()?;
+    (mbit > 0.0).then_some(mbit * 1e6)
 }

@@ -354,6 +354,7 @@ impl<'c> Trainer<'c> {
         let mut lr = 0.0;
         let epoch_start = std::time::Instant::now();
         let mut steps = 0u64;
+        let mut wire_bytes = 0u64;
         for s in first..spe {
             if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
                 break;
@@ -397,6 +398,7 @@ impl<'c> Trainer<'c> {
                     hidden: o.hidden,
                     ..Default::default()
                 };
+                wire_bytes += ov.bytes_sent() as u64;
                 (stats, t)
             } else {
                 let stats = self
@@ -417,6 +419,7 @@ impl<'c> Trainer<'c> {
                 self.allreducer
                     .allreduce_mean(self.comm, self.model.grads_mut())?;
                 t.allreduce = lap.lap();
+                wire_bytes += self.allreducer.last_bytes_sent() as u64;
                 (stats, t)
             };
             let averaged: &[f32] = match &self.overlap {
@@ -463,6 +466,11 @@ impl<'c> Trainer<'c> {
         let mut seconds = [epoch_start.elapsed().as_secs_f64() as f32];
         self.comm.broadcast_f32(0, &mut seconds)?;
         let seconds = seconds[0] as f64;
+        // Rank 0's count too (chunks of unequal length send a few bytes
+        // more or less).
+        let mut wire = wire_bytes.to_le_bytes();
+        self.comm.broadcast_bytes(0, &mut wire)?;
+        let wire_bytes = u64::from_le_bytes(wire);
         let epoch_number = self.epoch + 1;
         if self.step - self.epoch * spe == spe {
             self.epoch += 1;
@@ -488,6 +496,7 @@ impl<'c> Trainer<'c> {
             times: total,
             test: None,
             slowest,
+            wire_bytes,
         };
         debug!("rank {rank}: epoch {epoch_number} done: {report:?}");
         Ok(report)

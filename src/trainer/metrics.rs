@@ -43,6 +43,20 @@ pub struct EpochReport {
     /// The rank that computed longest in the epoch (with more than one
     /// rank): the one the others waited for.
     pub slowest: Option<Straggler>,
+    /// Gradient bytes rank 0 put on the wire in the epoch (ring only; 0
+    /// otherwise). Over the communication time (`times.allreduce +
+    /// times.hidden`) this is the allreduce's bus bandwidth.
+    pub wire_bytes: u64,
+}
+
+impl EpochReport {
+    /// The ring's achieved bus bandwidth in bytes per second over the
+    /// epoch: what each rank sent per second of gradient communication
+    /// (`None` without ring traffic).
+    pub fn bus_bandwidth(&self) -> Option<f64> {
+        let t = self.times.allreduce + self.times.hidden;
+        (self.wire_bytes > 0 && t > 0.0).then(|| self.wire_bytes as f64 / t)
+    }
 }
 
 /// The slowest rank of an epoch and by how much.

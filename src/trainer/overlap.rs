@@ -178,7 +178,6 @@ impl Overlap {
     }
 
     /// Bytes this rank put on the wire in the last step.
-    #[allow(dead_code)]
     pub(crate) fn bytes_sent(&self) -> usize {
         self.bytes_sent
     }

@@ -57,7 +57,7 @@ pub use analysis::{analyse, ScalingRow, CIFAR10_EPOCH_IMAGES};
 pub use model::{
     first_nodes_with_efficiency_below, fit_compute, fit_link, images_per_rank,
     max_nodes_with_efficiency_at_least, AllreduceSample, Broadcast, ComputeFit, ComputeSample,
-    CostModel, Link, LinkFit, Prediction, Scheme,
+    CostModel, Link, LinkFit, OverlapModel, Prediction, Scheme,
 };
 pub use options::{env_var_of, hostfile_hosts, parse_counts, SweepOptions, USAGE};
 pub use outputs::{write_outputs, OUTPUT_FILES};

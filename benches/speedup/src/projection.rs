@@ -7,8 +7,8 @@ use super::analysis::ScalingRow;
 use super::model::{
     first_nodes_with_efficiency_below, fit_compute, fit_link, images_per_rank,
     max_nodes_with_efficiency_at_least, AllreduceSample, Broadcast, ComputeFit, ComputeSample,
-    CostModel, Link, LinkFit, Prediction, Scheme, DEFAULT_ALPHA_S, DEFAULT_PAYLOAD_FRACTION,
-    PI3_LINK_BIT_S, PI4_LINK_BIT_S,
+    CostModel, Link, LinkFit, OverlapModel, Prediction, Scheme, DEFAULT_ALPHA_S,
+    DEFAULT_PAYLOAD_FRACTION, PI3_LINK_BIT_S, PI4_LINK_BIT_S,
 };
 use super::summary::RunSummary;
 use ringsgd::collectives::Algorithm;
@@ -42,6 +42,8 @@ pub struct ModelOptions {
     pub max_nodes: usize,
     /// How the gather-to-root baseline broadcasts the sum.
     pub broadcast: Broadcast,
+    /// The overlap of the ring with backward in the overlapped scenarios.
+    pub overlap: OverlapModel,
 }
 
 impl ModelOptions {
@@ -73,6 +75,7 @@ impl Default for ModelOptions {
             payload_fraction: DEFAULT_PAYLOAD_FRACTION,
             max_nodes: 64,
             broadcast: Broadcast::Sequential,
+            overlap: OverlapModel::PINET,
         }
     }
 }
@@ -247,6 +250,8 @@ impl ModelReport {
                             grad_bytes,
                             link: lf.link,
                             scheme,
+                            wire_fraction: 1.0,
+                            overlap: None,
                         },
                         max_measured,
                     )
@@ -274,7 +279,16 @@ impl ModelReport {
             ("Pi 4, 1 Gbit/s", PI4_LINK_BIT_S),
         ] {
             let link = Link::ethernet(rate, options.payload_fraction, options.alpha_s)?;
-            for scheme in [Scheme::Ring, gather] {
+            // The plain ring first (what `scenario` finds), then its
+            // overlapped and 16-bit variants, then the baseline.
+            let variants = [
+                (Scheme::Ring, 1.0, None),
+                (Scheme::Ring, 1.0, Some(options.overlap)),
+                (Scheme::Ring, 0.5, None),
+                (Scheme::Ring, 0.5, Some(options.overlap)),
+                (gather, 1.0, None),
+            ];
+            for (scheme, wire_fraction, overlap) in variants {
                 network.push(Scenario::new(
                     name,
                     CostModel {
@@ -284,6 +298,8 @@ impl ModelReport {
                         grad_bytes,
                         link,
                         scheme,
+                        wire_fraction,
+                        overlap,
                     },
                     options.max_nodes,
                 ));
@@ -390,7 +406,7 @@ impl ModelReport {
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.link_name,
-                s.model.scheme.label(),
+                s.model.label(),
                 sp(2),
                 sp(3),
                 sp(4),
@@ -437,6 +453,21 @@ impl ModelReport {
                 need(g),
                 self.per_step_s * 1e3,
             );
+            let pi4: Vec<&Scenario> = self
+                .network
+                .iter()
+                .filter(|s| s.link_name == "Pi 4, 1 Gbit/s" && s.model.scheme == Scheme::Ring)
+                .collect();
+            for s in pi4.iter().skip(1) {
+                let _ = writeln!(
+                    out,
+                    "With {}: {} (3 nodes), {} (4 nodes), efficiency >= 90% up to {}.",
+                    s.model.label(),
+                    sp(s, 3),
+                    sp(s, 4),
+                    nodes(s.nodes_at_90),
+                );
+            }
         }
         out
     }
