@@ -67,8 +67,7 @@ pub struct Allreducer {
     algorithm: Algorithm,
     segment_bytes: usize,
     wire: Wire,
-    /// Receive buffer of rank 0 in the naive algorithm; the ring's copy of
-    /// its input.
+    /// Receive buffer of rank 0 in the naive algorithm.
     scratch: Vec<f32>,
     /// The ring's wire buffers.
     ring: RingScratch,
@@ -187,18 +186,9 @@ impl Allreducer {
         self.last_bytes_sent = 0;
         match self.algorithm {
             Algorithm::Ring => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(buf);
                 let seg = self.segment_len();
-                self.last_bytes_sent = ring_allreduce(
-                    comm,
-                    &self.scratch,
-                    buf,
-                    &mut self.ring,
-                    seg,
-                    self.wire,
-                    mean,
-                )?;
+                self.last_bytes_sent =
+                    ring_allreduce(comm, buf, &mut self.ring, seg, self.wire, mean)?;
                 Ok(())
             }
             Algorithm::Naive => naive_allreduce(comm, buf, &mut self.scratch, mean),

@@ -76,20 +76,24 @@ impl<'a> Carver<'a> {
     }
 }
 
-/// One ring allreduce in flight: `out = sum (or mean) over ranks of
-/// input`.
+/// One ring allreduce in flight, in place: `buf` becomes the sum (or mean)
+/// over ranks.
+///
+/// In place without copying the buffer: this rank's own chunk `r` (sent at
+/// the first step and overwritten by the first allgather step) is staged;
+/// every other chunk is read where it is when its partial sum passes, and
+/// its allgather receive is posted only after that (MPI receives posted
+/// later than the data are still correct, just not zero-copy; here the
+/// data come a whole reduce-scatter later).
 pub(crate) struct RingAllreduce<'a> {
     p: usize,
     r: usize,
-    n: usize,
-    seg: usize,
     wire: Wire,
     mean: bool,
     tag0: u32,
-    input: &'a [f32],
-    /// `out_segs[c][k]`: segment `k` of chunk `c` of the output, until it is
-    /// written or handed to a receive.
-    out_segs: Vec<Vec<Option<&'a mut [f32]>>>,
+    /// `segs[c][k]`: segment `k` of chunk `c` of the buffer, until it is
+    /// handed to a receive or finished.
+    segs: Vec<Vec<Option<&'a mut [f32]>>>,
     /// Receive buffers of the reduce-scatter steps, per step and segment,
     /// until posted.
     rs_slots: Vec<Vec<Option<&'a mut [u8]>>>,
@@ -99,10 +103,11 @@ pub(crate) struct RingAllreduce<'a> {
     rs_stage: Vec<Vec<Option<&'a mut [u8]>>>,
     /// 16-bit formats: the encoded final sum of this rank's chunk.
     own_stage: Vec<Option<&'a mut [u8]>>,
-    /// Receive tickets and the next segment to complete, per step.
-    rs: Vec<Vec<Ticket>>,
+    /// Receive tickets (`None`: not posted yet) and the next segment to
+    /// complete, per step.
+    rs: Vec<Vec<Option<Ticket>>>,
     rs_next: Vec<usize>,
-    ag: Vec<Vec<Ticket>>,
+    ag: Vec<Vec<Option<Ticket>>>,
     ag_next: Vec<usize>,
     sends: Vec<Ticket>,
     sends_done: usize,
@@ -111,26 +116,23 @@ pub(crate) struct RingAllreduce<'a> {
 }
 
 impl<'a> RingAllreduce<'a> {
-    /// A ring of `p` ranks (this one `r`) over `input` into `out` (same
-    /// length), with `seg`-value segments (`0`: one per chunk), tags
-    /// `tag0 .. tag0 + tags_per_ring(p)`. `p >= 2`.
+    /// A ring of `p` ranks (this one `r`) over `buf`, with `seg`-value
+    /// segments (`0`: one per chunk), tags `tag0 .. tag0 +
+    /// tags_per_ring(p)`. `p >= 2`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         p: usize,
         r: usize,
-        input: &'a [f32],
-        out: &'a mut [f32],
+        buf: &'a mut [f32],
         scratch: &'a mut RingScratch,
         seg: usize,
         wire: Wire,
         mean: bool,
         tag0: u32,
     ) -> Result<Self> {
-        if p < 2 || r >= p || input.len() != out.len() {
+        if p < 2 || r >= p {
             return Err(Error::invalid(format!(
-                "ring allreduce: rank {r} of {p}, input {} and output {} values",
-                input.len(),
-                out.len()
+                "ring allreduce: rank {r} of {p} ranks"
             )));
         }
         if tag0 as u64 + tags_per_ring(p) as u64 > MAX_TAG as u64 + 1 {
@@ -138,40 +140,39 @@ impl<'a> RingAllreduce<'a> {
                 "ring allreduce: tags from {tag0} for {p} ranks exceed {MAX_TAG}"
             )));
         }
-        let n = input.len();
+        let n = buf.len();
         let es = wire.bytes_per_value();
-        let segs = |c: usize| segment_count(chunk_range(n, p, c).len(), seg);
+        let nsegs = |c: usize| segment_count(chunk_range(n, p, c).len(), seg);
         let seg_len = |c: usize, k: usize| seg_range(n, p, seg, c, k).len();
-        let n_sends: usize = (0..p).map(segs).sum::<usize>() * 2;
-        // The output, cut into segments.
-        let mut out_segs = Vec::with_capacity(p);
-        let mut rest = out;
+        let n_sends: usize = (0..p).map(nsegs).sum::<usize>() * 2;
+        // The buffer, cut into segments.
+        let mut segs = Vec::with_capacity(p);
+        let mut rest = buf;
         for c in 0..p {
             let (chunk, tail) = rest.split_at_mut(chunk_range(n, p, c).len());
             rest = tail;
-            let mut v = Vec::with_capacity(segs(c));
+            let mut v = Vec::with_capacity(nsegs(c));
             let mut crest = chunk;
-            for k in 0..segs(c) {
+            for k in 0..nsegs(c) {
                 let (s, t) = crest.split_at_mut(seg_len(c, k));
                 crest = t;
                 v.push(Some(s));
             }
-            out_segs.push(v);
+            segs.push(v);
         }
         let mut carve = Carver {
             rest: scratch.bytes(n, p, wire),
         };
         let mut slots = |c: usize, keep: bool| -> Vec<Option<&'a mut [u8]>> {
-            (0..segs(c))
+            (0..nsegs(c))
                 .map(|k| keep.then(|| carve.take(seg_len(c, k) * es)))
                 .collect()
         };
         let rs_slots = (0..p - 1)
             .map(|s| slots(rs_recv_chunk(p, r, s), true))
             .collect();
-        // Step 0 sends the input itself when the wire is f32.
         let rs_stage = (0..p - 1)
-            .map(|s| slots(rs_send_chunk(p, r, s), s > 0 || wire != Wire::F32))
+            .map(|s| slots(rs_send_chunk(p, r, s), true))
             .collect();
         let half = wire != Wire::F32;
         let own_stage = slots(owned_chunk(p, r), half);
@@ -181,13 +182,10 @@ impl<'a> RingAllreduce<'a> {
         Ok(RingAllreduce {
             p,
             r,
-            n,
-            seg,
             wire,
             mean,
             tag0,
-            input,
-            out_segs,
+            segs,
             rs_slots,
             ag_slots,
             rs_stage,
@@ -219,11 +217,27 @@ impl<'a> RingAllreduce<'a> {
         self.tag0 + (self.p - 1 + s) as u32
     }
 
-    fn range(&self, c: usize, k: usize) -> std::ops::Range<usize> {
-        seg_range(self.n, self.p, self.seg, c, k)
+    /// Posts allgather step `s`'s receive of segment `k` (into the buffer
+    /// for f32, a wire slot otherwise).
+    fn post_ag_recv(&mut self, x: &mut dyn Exchange<'a>, s: usize, k: usize) -> Result<()> {
+        let c = ag_recv_chunk(self.p, self.r, s);
+        let buf: &'a mut [u8] = if self.wire == Wire::F32 {
+            let seg = self.segs[c][k]
+                .take()
+                .expect("segment not yet received into");
+            bytemuck::cast_slice_mut(seg)
+        } else {
+            self.ag_slots[s][k]
+                .take()
+                .expect("receive slots are posted once")
+        };
+        let t = x.recv(self.left(), self.ag_tag(s), buf)?;
+        self.ag[s][k] = Some(t);
+        Ok(())
     }
 
-    /// Posts every receive and the first step's sends.
+    /// Posts the reduce-scatter receives, the allgather receives that can
+    /// be posted now, and the first step's sends.
     pub(crate) fn start(&mut self, x: &mut dyn Exchange<'a>) -> Result<()> {
         let (p, r, left) = (self.p, self.r, self.left());
         for s in 0..p - 1 {
@@ -231,39 +245,31 @@ impl<'a> RingAllreduce<'a> {
             let mut v = Vec::with_capacity(self.rs_slots[s].len());
             for slot in self.rs_slots[s].iter_mut() {
                 let buf = slot.take().expect("receive slots are posted once");
-                v.push(x.recv(left, tag, buf)?);
+                v.push(Some(x.recv(left, tag, buf)?));
             }
             self.rs.push(v);
         }
         for s in 0..p - 1 {
-            let tag = self.ag_tag(s);
             let c = ag_recv_chunk(p, r, s);
-            let mut v = Vec::with_capacity(self.out_segs[c].len());
-            for k in 0..self.out_segs[c].len() {
-                let buf: &'a mut [u8] = if self.wire == Wire::F32 {
-                    let out = self.out_segs[c][k].take().expect("output segment unused");
-                    bytemuck::cast_slice_mut(out)
-                } else {
-                    self.ag_slots[s][k]
-                        .take()
-                        .expect("receive slots are posted once")
-                };
-                v.push(x.recv(left, tag, buf)?);
-            }
-            self.ag.push(v);
+            self.ag.push(vec![None; self.segs[c].len()]);
         }
-        // Step 0: this rank's own chunk r.
+        // Step 0: this rank's own chunk r, staged (the first allgather
+        // step overwrites it); then that receive can be posted.
         let c = rs_send_chunk(p, r, 0);
         for k in 0..self.rs_stage[0].len() {
-            let range = self.range(c, k);
-            let data: &'a [u8] = match self.rs_stage[0][k].take() {
-                None => bytemuck::cast_slice(&self.input[range]),
-                Some(stage) => {
-                    self.wire.encode(&self.input[range], stage);
-                    stage
+            let stage = self.rs_stage[0][k].take().expect("staging used once");
+            let own = self.segs[c][k].as_deref().expect("own chunk untouched");
+            self.wire.encode(own, stage);
+            self.post_send(x, self.rs_tag(0), stage)?;
+        }
+        for s in 0..p - 1 {
+            // 16-bit: every allgather receive goes to a wire slot.
+            let ready = self.wire != Wire::F32 || s == 0;
+            if ready {
+                for k in 0..self.ag[s].len() {
+                    self.post_ag_recv(x, s, k)?;
                 }
-            };
-            self.post_send(x, self.rs_tag(0), data)?;
+            }
         }
         self.started = true;
         Ok(())
@@ -287,7 +293,8 @@ impl<'a> RingAllreduce<'a> {
         for s in 0..p - 1 {
             while self.rs_next[s] < self.rs[s].len() {
                 let k = self.rs_next[s];
-                let Some(incoming) = x.test(self.rs[s][k])? else {
+                let t = self.rs[s][k].expect("reduce-scatter receives are posted at start");
+                let Some(incoming) = x.test(t)? else {
                     break;
                 };
                 self.reduced(x, s, k, incoming)?;
@@ -298,7 +305,10 @@ impl<'a> RingAllreduce<'a> {
         for s in 0..p - 1 {
             while self.ag_next[s] < self.ag[s].len() {
                 let k = self.ag_next[s];
-                let Some(incoming) = x.test(self.ag[s][k])? else {
+                let Some(t) = self.ag[s][k] else {
+                    break;
+                };
+                let Some(incoming) = x.test(t)? else {
                     break;
                 };
                 self.gathered(x, s, k, incoming)?;
@@ -316,9 +326,9 @@ impl<'a> RingAllreduce<'a> {
         Ok(any)
     }
 
-    /// Segment `k` of reduce-scatter step `s` arrived: add it to this
-    /// rank's values and pass the partial sum on (or, at the last step,
-    /// finish the chunk and start its allgather).
+    /// Segment `k` of reduce-scatter step `s` arrived: add this rank's
+    /// values and pass the partial sum on (or, at the last step, finish the
+    /// chunk in place and start its allgather).
     fn reduced(
         &mut self,
         x: &mut dyn Exchange<'a>,
@@ -328,15 +338,23 @@ impl<'a> RingAllreduce<'a> {
     ) -> Result<()> {
         let (p, r) = (self.p, self.r);
         let c = rs_recv_chunk(p, r, s);
-        let own = &self.input[self.range(c, k)];
         if s + 1 < p - 1 {
             let stage = self.rs_stage[s + 1][k].take().expect("staging used once");
+            let own = self.segs[c][k]
+                .as_deref()
+                .expect("segment still holds its input");
             self.wire.add_encode(own, incoming, stage);
-            return self.post_send(x, self.rs_tag(s + 1), stage);
+            self.post_send(x, self.rs_tag(s + 1), stage)?;
+            if self.wire == Wire::F32 {
+                // This segment's input has been read: its final value may
+                // now arrive (allgather step s + 1 receives chunk c).
+                self.post_ag_recv(x, s + 1, k)?;
+            }
+            return Ok(());
         }
         // Last step: chunk c = r + 1 is complete here.
-        let out = self.out_segs[c][k].take().expect("output segment unused");
-        self.wire.add(own, incoming, out);
+        let out = self.segs[c][k].take().expect("owned segment unused");
+        self.wire.add_in_place(out, incoming);
         if self.mean {
             divide(out, p);
         }
@@ -362,7 +380,7 @@ impl<'a> RingAllreduce<'a> {
     ) -> Result<()> {
         if self.wire != Wire::F32 {
             let c = ag_recv_chunk(self.p, self.r, s);
-            let out = self.out_segs[c][k].take().expect("output segment unused");
+            let out = self.segs[c][k].take().expect("segment not yet written");
             self.wire.decode(incoming, out);
         }
         if s + 1 < self.p - 1 {
@@ -416,13 +434,12 @@ fn ag_recv_chunk(p: usize, r: usize, s: usize) -> usize {
     (r + p - s) % p
 }
 
-/// Sums (or averages, with `mean`) `input` over all ranks into `out`,
-/// driving one [`RingAllreduce`] to completion through `comm.exchange`.
-#[allow(clippy::too_many_arguments)]
+/// Sums (or averages, with `mean`) `buf` over all ranks in place, driving
+/// one [`RingAllreduce`] to completion through `comm.exchange`; returns the
+/// bytes this rank sent.
 pub(crate) fn ring_allreduce(
     comm: &dyn crate::comm::Communicator,
-    input: &[f32],
-    out: &mut [f32],
+    buf: &mut [f32],
     scratch: &mut RingScratch,
     seg: usize,
     wire: Wire,
@@ -430,11 +447,10 @@ pub(crate) fn ring_allreduce(
 ) -> Result<usize> {
     let p = comm.size();
     if p == 1 {
-        out.copy_from_slice(input);
         return Ok(0);
     }
     crate::comm::exchange::run(comm, |x| {
-        let mut ring = RingAllreduce::new(p, comm.rank(), input, out, scratch, seg, wire, mean, 0)?;
+        let mut ring = RingAllreduce::new(p, comm.rank(), buf, scratch, seg, wire, mean, 0)?;
         ring.start(x)?;
         while !ring.is_done() {
             if !ring.advance(x)? {

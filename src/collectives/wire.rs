@@ -132,6 +132,36 @@ impl Wire {
         }
     }
 
+    /// `acc[i] += incoming[i]` (`incoming` in wire bytes), in `f32`.
+    pub(crate) fn add_in_place(self, acc: &mut [f32], incoming: &[u8]) {
+        debug_assert_eq!(incoming.len(), acc.len() * self.bytes_per_value());
+        match self {
+            Wire::F32 => match bytemuck::try_cast_slice::<u8, f32>(incoming) {
+                Ok(inc) => {
+                    for (a, &b) in acc.iter_mut().zip(inc) {
+                        *a += b;
+                    }
+                }
+                Err(_) => {
+                    for (a, b) in acc.iter_mut().zip(incoming.chunks_exact(4)) {
+                        *a += f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+            },
+            Wire::Bf16 | Wire::Fp16 => {
+                const BLOCK: usize = 1024;
+                let mut tmp = [0.0f32; BLOCK];
+                for (a, inc) in acc.chunks_mut(BLOCK).zip(incoming.chunks(BLOCK * 2)) {
+                    let t = &mut tmp[..a.len()];
+                    self.decode(inc, t);
+                    for (a, &b) in a.iter_mut().zip(t.iter()) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+
     /// `dst` (wire bytes) = `own + incoming` rounded to this format: a
     /// partial sum passed on to the next rank.
     pub(crate) fn add_encode(self, own: &[f32], incoming: &[u8], dst: &mut [u8]) {

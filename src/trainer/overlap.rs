@@ -112,10 +112,9 @@ pub(crate) struct OverlapTimes {
 pub(crate) struct Overlap {
     plan: BucketPlan,
     /// What each rank contributes (copied from the model's gradient as
-    /// backward finishes each part).
+    /// backward finishes each part), averaged in place: the gradient the
+    /// optimizer applies.
     staging: Vec<f32>,
-    /// The averaged gradient the optimizer applies.
-    reduced: Vec<f32>,
     scratch: Vec<RingScratch>,
     segment_len: usize,
     wire: Wire,
@@ -126,7 +125,7 @@ pub(crate) struct Overlap {
 }
 
 enum Msg<'a> {
-    Bucket(usize, &'a [f32]),
+    Bucket(usize, &'a mut [f32]),
     Done(Result<BatchStats>, Instant),
 }
 
@@ -160,7 +159,6 @@ impl Overlap {
             worker,
             plan,
             staging: vec![0.0; n],
-            reduced: vec![0.0; n],
             scratch: vec![RingScratch::default(); nb],
             segment_len: (segment_bytes / 4).max(1),
             wire,
@@ -174,7 +172,7 @@ impl Overlap {
 
     /// The averaged gradient of the last step.
     pub(crate) fn reduced(&self) -> &[f32] {
-        &self.reduced
+        &self.staging
     }
 
     /// Bytes this rank put on the wire in the last step.
@@ -183,7 +181,8 @@ impl Overlap {
     }
 
     /// Forward and backward of `model` on a batch while the buckets are
-    /// averaged over `comm`'s ranks into [`reduced`](Self::reduced).
+    /// averaged over `comm`'s ranks, in place, into
+    /// [`reduced`](Self::reduced).
     pub(crate) fn step(
         &mut self,
         comm: &dyn Communicator,
@@ -197,14 +196,12 @@ impl Overlap {
         let plan = &self.plan;
         let nb = plan.buckets.len();
         let stage = split_into(&mut self.staging, &plan.buckets);
-        let outs = split_into(&mut self.reduced, &plan.buckets);
         let scratch: Vec<Option<&mut RingScratch>> = self.scratch.iter_mut().map(Some).collect();
         let (seg, wire) = (self.segment_len, self.wire);
         let (tx, rx) = mpsc::channel::<Msg<'_>>();
         let result = self.worker.in_place_scope(|sc| {
             sc.spawn(move |_| compute(model, pool, images, labels, plan, stage, tx));
             exchange::run(comm, |x| {
-                let mut outs = outs;
                 let mut scratch = scratch;
                 let mut rings: Vec<Option<RingAllreduce<'_>>> = (0..nb).map(|_| None).collect();
                 let mut done: Option<(Result<BatchStats>, Instant)> = None;
@@ -216,12 +213,10 @@ impl Overlap {
                     while let Some(msg) = stash.take().or_else(|| rx.try_recv().ok()) {
                         match msg {
                             Msg::Bucket(b, data) => {
-                                let out = outs[b].take().expect("each bucket is sent once");
                                 let scr = scratch[b].take().expect("each bucket is sent once");
                                 let tag0 = b as u32 * tags_per_ring(p);
-                                let mut ring = RingAllreduce::new(
-                                    p, r, data, out, scr, seg, wire, true, tag0,
-                                )?;
+                                let mut ring =
+                                    RingAllreduce::new(p, r, data, scr, seg, wire, true, tag0)?;
                                 ring.start(x)?;
                                 span_of[b] = spans.len();
                                 spans.push((Instant::now(), None));

@@ -527,7 +527,8 @@ mod tests {
         // model's cores (2) there is only one node count measured.
         assert_eq!(r.local.len(), 2);
         assert_eq!(r.local[0].curve.len(), 4);
-        assert_eq!(r.network.len(), 4);
+        // 2 links x (ring, ring + overlap, ring bf16, ring bf16 + overlap, gather).
+        assert_eq!(r.network.len(), 10);
         for s in &r.network {
             assert_eq!(s.curve.len(), 64);
         }
@@ -629,7 +630,8 @@ mod tests {
         let r = ModelReport::build(&rows, &ModelOptions::default()).unwrap();
         assert!(r.local_link.is_none());
         assert!(r.local.is_empty());
-        assert_eq!(r.network.len(), 4);
+        // 2 links x (ring, ring + overlap, ring bf16, ring bf16 + overlap, gather).
+        assert_eq!(r.network.len(), 10);
         assert!(r.summary_text().contains("nothing to fit"));
         assert!(ModelReport::build(&[], &ModelOptions::default()).is_err());
     }
