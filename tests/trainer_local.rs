@@ -372,3 +372,27 @@ fn bf16_on_the_wire_keeps_replicas_identical_and_trains() {
         }
     }
 }
+
+#[test]
+fn statistics_are_exact_whatever_the_wire_format() {
+    // 1001 test images: counts above 256 are not exact in bf16, so sums of
+    // the evaluation's counts and losses sent in 16 bits would be off.
+    let test = synthetic::generate(1001, 13);
+    let (_, _, norm) = data();
+    let evals: Vec<_> = [Wire::F32, Wire::Bf16, Wire::Fp16]
+        .into_iter()
+        .map(|wire| {
+            let mut cfg = config(1);
+            cfg.wire = wire;
+            run_ranks(2, |comm| {
+                let model = Model::from_spec(SPEC, [3, 32, 32], cfg.seed)?;
+                let mut t = Trainer::new(&comm, ComputePool::new(1)?, model, cfg.clone())?;
+                t.evaluate(&test, &norm)
+            })
+            .unwrap()
+        })
+        .collect();
+    for e in &evals[1..] {
+        assert_eq!(e, &evals[0], "statistics differ with a 16-bit wire");
+    }
+}

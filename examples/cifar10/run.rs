@@ -256,6 +256,20 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let mut all_times: Vec<StepTimes> = Vec::new();
     let mut last_test = None;
     let run_start = std::time::Instant::now();
+    if trainer.finished() && !args.no_eval {
+        // Resuming a finished run: nothing to train, but say how it does.
+        let t = trainer.evaluate(&data.test, &data.norm)?;
+        last_test = Some(t.accuracy);
+        if root {
+            println!(
+                "the checkpoint's run is finished (epoch {}); evaluated it: test_loss {:.4} \
+                 test_acc {:.4}",
+                trainer.epoch(),
+                t.loss,
+                t.accuracy
+            );
+        }
+    }
     while !trainer.finished() {
         printer.start_epoch(trainer.epoch() + 1, spe);
         let mut report = trainer.train_epoch(&data.train, &data.norm, &mut |p| printer.step(p))?;

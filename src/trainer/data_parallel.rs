@@ -76,6 +76,9 @@ pub struct Trainer<'c> {
     model: Model,
     sgd: Sgd,
     allreducer: Allreducer,
+    /// Exact (f32) sums of the epoch's and the evaluation's statistics,
+    /// whatever the gradients' wire format.
+    stats: Allreducer,
     /// The overlapped step's buffers (`TrainConfig::bucket_bytes`, more
     /// than one rank).
     overlap: Option<Overlap>,
@@ -173,6 +176,7 @@ impl<'c> Trainer<'c> {
             sgd,
             // The ranks agreed on everything an allreduce checks (above):
             // no per-call check.
+            stats: Allreducer::new(cfg.algorithm),
             allreducer: Allreducer::new(cfg.algorithm)
                 .with_wire(cfg.wire)
                 .with_check_every_call(false),
@@ -476,7 +480,7 @@ impl<'c> Trainer<'c> {
             self.epoch += 1;
         }
         let mut sums = [loss_sum as f32, correct as f32, images as f32];
-        self.allreducer.allreduce_sum(self.comm, &mut sums)?;
+        self.stats.allreduce_sum(self.comm, &mut sums)?;
         let slowest;
         (self.critical, slowest) = self.critical_path_times()?;
         let total = self
@@ -524,7 +528,7 @@ impl<'c> Trainer<'c> {
             start = end;
         }
         let mut sums = [loss_sum as f32, correct as f32, count as f32];
-        self.allreducer.allreduce_sum(self.comm, &mut sums)?;
+        self.stats.allreduce_sum(self.comm, &mut sums)?;
         let images = sums[2] as usize;
         let denom = images.max(1) as f64;
         Ok(EvalReport {
