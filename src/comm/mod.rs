@@ -8,8 +8,11 @@
 //! * [`local`]: N ranks as threads in one process, for tests, laptops and
 //!   benchmarks of the algorithms without MPI.
 //!
-//! All methods are blocking and must be called from one thread per rank
-//! (MPI is used from a single thread; compute runs in the rayon pool).
+//! Every method must be called from one thread per rank (MPI is used from a
+//! single thread; compute runs in the rayon pool). All are blocking except
+//! what a body does inside [`Communicator::exchange`]: non-blocking tagged
+//! sends and receives ([`exchange`]), which the ring allreduce and the
+//! overlap of communication with backward are built on.
 //!
 //! The trait is object safe: algorithms take `&dyn Communicator`.
 //!
