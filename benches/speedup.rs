@@ -221,6 +221,7 @@ fn run(opts: &SweepOptions, local_cores: usize) -> Result<bool, String> {
         binary,
         hostfile: opts.hostfile.clone(),
         mpirun_args: opts.mpirun_args.clone(),
+        example_args: opts.example_args.clone(),
         local_cores,
         as_root: running_as_root(),
         timeout: opts.timeout,

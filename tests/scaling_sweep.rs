@@ -139,6 +139,7 @@ fn launcher(mpirun: &Path, bin: &Path, out: &Path, timeout: Duration) -> Launche
         binary: bin.to_path_buf(),
         hostfile: None,
         mpirun_args: Vec::new(),
+        example_args: Vec::new(),
         local_cores: 2,
         as_root: running_as_root(),
         timeout,

@@ -36,6 +36,9 @@ Launching:
   --bin PATH           training binary; skips `cargo build --release --example cifar10`
   --mpirun PATH        Open MPI's mpirun [mpirun]
   --mpirun-args ARGS   extra mpirun arguments, split on spaces (e.g. \"--mca btl tcp,self\")
+  --example-args ARGS  extra arguments of the training binary, split on spaces (e.g.
+                       \"--bucket-kb 0\": no overlap, so that the allreduce column is the
+                       whole allreduce and the link fit a link's; \"--wire bf16\")
   --out DIR            output directory [target/speedup]
   --epoch-images N     images per epoch for the epoch column [50000]
 Model:
@@ -83,6 +86,8 @@ pub struct SweepOptions {
     pub mpirun: PathBuf,
     /// Extra `mpirun` arguments.
     pub mpirun_args: Vec<String>,
+    /// Extra arguments of the training binary.
+    pub example_args: Vec<String>,
     /// Output directory (`None`: the bench picks `target/speedup`).
     pub out: Option<PathBuf>,
     /// Images per epoch.
@@ -111,6 +116,7 @@ const VALUED: &[&str] = &[
     "bin",
     "mpirun",
     "mpirun-args",
+    "example-args",
     "out",
     "epoch-images",
     "model-image-ms",
@@ -236,6 +242,7 @@ impl SweepOptions {
             bin: None,
             mpirun: "mpirun".into(),
             mpirun_args: Vec::new(),
+            example_args: Vec::new(),
             out: None,
             epoch_images: 50_000,
             model: ModelOptions::default(),
@@ -336,6 +343,9 @@ impl SweepOptions {
                 "mpirun" => o.mpirun = PathBuf::from(&r.value),
                 "mpirun-args" => {
                     o.mpirun_args = r.value.split_whitespace().map(String::from).collect()
+                }
+                "example-args" => {
+                    o.example_args = r.value.split_whitespace().map(String::from).collect()
                 }
                 "out" => o.out = Some(PathBuf::from(&r.value)),
                 "epoch-images" => o.epoch_images = parse_num(r, "expected an image count")?,
@@ -499,6 +509,7 @@ mod tests {
                 ("RINGSGD_STEPS", "20"),
                 ("RINGSGD_MODEL_BCAST", "tree"),
                 ("RINGSGD_MPIRUN_ARGS", "--mca btl tcp,self"),
+                ("RINGSGD_EXAMPLE_ARGS", "--bucket-kb 0  --wire bf16"),
             ],
         )
         .unwrap();
@@ -509,6 +520,7 @@ mod tests {
         assert_eq!(o.model.image_s, Some(0.04));
         assert_eq!(o.model.broadcast, Broadcast::BinomialTree);
         assert_eq!(o.mpirun_args, vec!["--mca", "btl", "tcp,self"]);
+        assert_eq!(o.example_args, vec!["--bucket-kb", "0", "--wire", "bf16"]);
         assert!(o.oversubscribe);
         assert_eq!(o.core_budget(2), None);
     }

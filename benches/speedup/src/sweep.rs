@@ -150,6 +150,8 @@ pub struct Launcher {
     pub hostfile: Option<PathBuf>,
     /// Extra arguments for `mpirun`, placed before the binary.
     pub mpirun_args: Vec<String>,
+    /// Extra arguments of the training binary, after the sweep's own.
+    pub example_args: Vec<String>,
     /// Cores of this machine (for `--oversubscribe` and yielding).
     pub local_cores: usize,
     /// Whether to pass `--allow-run-as-root`.
@@ -371,6 +373,7 @@ impl Launcher {
             "--summary-json".into(),
             summary_path.display().to_string(),
         ]);
+        args.extend(self.example_args.iter().cloned());
         let mut env = Vec::new();
         let oversubscribed =
             self.hostfile.is_none() && cfg.nodes * cfg.cores_per_rank > self.local_cores;
@@ -535,6 +538,7 @@ mod tests {
             binary: "target/release/examples/cifar10".into(),
             hostfile: hostfile.map(PathBuf::from),
             mpirun_args: vec!["--mca".into(), "btl".into(), "tcp,self".into()],
+            example_args: Vec::new(),
             local_cores: 2,
             as_root: true,
             timeout: Duration::from_secs(5),
