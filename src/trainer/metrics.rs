@@ -47,6 +47,12 @@ pub struct EpochReport {
     /// otherwise). Over the communication time (`times.allreduce +
     /// times.hidden`) this is the allreduce's bus bandwidth.
     pub wire_bytes: u64,
+    /// Seconds of the test-set evaluation after the epoch, if one ran (set
+    /// by the caller that runs it).
+    pub eval_seconds: Option<f64>,
+    /// Seconds of writing the checkpoint after the epoch, if one was
+    /// written (set by the caller that writes it).
+    pub checkpoint_seconds: Option<f64>,
 }
 
 impl EpochReport {
@@ -73,8 +79,12 @@ pub struct Straggler {
 /// Writes one CSV row per epoch, with a header line.
 ///
 /// Columns: `epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,lr,
-/// images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds`
-/// (test columns empty when the epoch was not evaluated).
+/// images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds,
+/// eval_seconds,checkpoint_seconds` (test and eval columns empty when the
+/// epoch was not evaluated, checkpoint_seconds when no checkpoint was
+/// written). `epoch_seconds` covers the training steps only. A resumed CSV
+/// written before the last two columns existed gets the new header; its
+/// old rows keep their 12 fields.
 ///
 /// The file is rewritten atomically after every row (the whole text, with
 /// [`write_atomic`](crate::output::write_atomic); a CSV holds one short
@@ -102,7 +112,7 @@ pub struct MetricsCsv {
 
 /// The CSV header of [`MetricsCsv`].
 pub const METRICS_HEADER: &str = "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,\
-lr,images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds";
+lr,images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds,eval_seconds,checkpoint_seconds";
 
 impl MetricsCsv {
     /// A CSV at `path`: without `append` a new file (header, then the rows
@@ -121,6 +131,12 @@ impl MetricsCsv {
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
+            // A CSV of an older version: the new columns go at the end.
+            let first = text.lines().next().unwrap_or_default();
+            if first != METRICS_HEADER && METRICS_HEADER.starts_with(first) && !first.is_empty() {
+                let rest = text[first.len()..].to_string();
+                text = format!("{METRICS_HEADER}{rest}");
+            }
         }
         if text.is_empty() {
             text.push_str(METRICS_HEADER);
@@ -138,8 +154,9 @@ impl MetricsCsv {
             Some(t) => (format!("{:.6}", t.loss), format!("{:.6}", t.accuracy)),
             None => (String::new(), String::new()),
         };
+        let secs = |s: Option<f64>| s.map(|s| format!("{s:.4}")).unwrap_or_default();
         let row = format!(
-            "{},{},{:.6},{:.6},{},{},{:.6e},{:.3},{:.4},{:.4},{:.4},{:.4}",
+            "{},{},{:.6},{:.6},{},{},{:.6e},{:.3},{:.4},{:.4},{:.4},{:.4},{},{}",
             r.epoch,
             r.step,
             r.train_loss,
@@ -151,7 +168,9 @@ impl MetricsCsv {
             r.seconds,
             r.times.compute,
             r.times.wait,
-            r.times.allreduce
+            r.times.allreduce,
+            secs(r.eval_seconds),
+            secs(r.checkpoint_seconds)
         );
         self.line(&row)
     }
