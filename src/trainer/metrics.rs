@@ -260,6 +260,32 @@ mod tests {
     }
 
     #[test]
+    fn an_older_csv_gets_the_new_columns_in_its_header() {
+        let dir = std::env::temp_dir().join(format!("ringsgd_metrics_old_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.csv");
+        let old = METRICS_HEADER
+            .strip_suffix(",eval_seconds,checkpoint_seconds")
+            .unwrap();
+        std::fs::write(&path, format!("{old}\n1,2,3,4,,,7,8,9,10,11,12\n")).unwrap();
+        let mut csv = MetricsCsv::create(&path, true).unwrap();
+        csv.write(&EpochReport {
+            epoch: 2,
+            eval_seconds: Some(1.5),
+            checkpoint_seconds: Some(0.25),
+            ..Default::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], METRICS_HEADER);
+        assert_eq!(lines[1], "1,2,3,4,,,7,8,9,10,11,12");
+        assert!(lines[2].ends_with(",1.5000,0.2500"), "{text}");
+        assert_eq!(lines[2].split(',').count(), lines[0].split(',').count());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_folder_is_not_a_csv() {
         let err = MetricsCsv::create(&std::env::temp_dir(), false).unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
