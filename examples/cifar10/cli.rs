@@ -17,8 +17,8 @@ use ringsgd::optim::LrSchedule;
 /// the others and from the --data files; all are checked before the data is
 /// loaded and written atomically (temporary file, then rename). Under mpirun
 /// every rank must be given the same flags, except --cores, --data,
-/// --download, --cache-dir, --download-url and --no-progress, which may
-/// differ per node.
+/// --download, --cache-dir, --download-url, --no-progress and --log-every,
+/// which may differ per node.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "cifar10", version, about)]
 pub struct Args {
