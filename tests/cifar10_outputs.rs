@@ -756,3 +756,67 @@ fn progress_lines_epoch_end_times_and_the_last_line() {
     );
     assert_unchanged(dir, &before, "refused runs");
 }
+
+/// Epochs of the rows of a metrics CSV.
+fn csv_epochs(csv: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Issue 12: one epoch numbering (from 1, in the resume message too) and a
+/// CSV that reads as one run: a mid-epoch resume and a resume from an older
+/// checkpoint replace the rows they train again instead of adding more.
+#[test]
+fn a_resumed_csv_reads_as_one_run() {
+    let s = Scratch::new("outputs", "csv_resume");
+    let dir = s.path();
+    let (ckpt, csv) = (dir.join("run.ckpt"), dir.join("m.csv"));
+    // 10 steps an epoch.
+    let cli = Cli::new(&data(&dir.join("data")))
+        .set("--epochs", "2")
+        .set("--checkpoint", p(&ckpt))
+        .set("--metrics-csv", p(&csv));
+
+    // Stopped mid-epoch 1, then resumed in it: one row for epoch 1.
+    assert_ok(&standalone(&cli.clone().set("--max-steps", "3")));
+    assert_eq!(csv_epochs(&csv), [1]);
+    let stdout = assert_ok(&standalone(
+        &cli.clone().set("--max-steps", "10").flag("--resume"),
+    ));
+    assert!(
+        stdout.contains(&format!("resumed from {} at epoch 1, step 3", p(&ckpt))),
+        "{stdout}"
+    );
+    assert_eq!(csv_epochs(&csv), [1]);
+    let after_epoch_1 = std::fs::read(&ckpt).unwrap();
+
+    // On to the end, then again from the epoch-1 checkpoint: rows 1 and 2,
+    // once each.
+    let stdout = assert_ok(&standalone(&cli.clone().flag("--resume")));
+    assert!(stdout.contains("at epoch 2, step 10"), "{stdout}");
+    assert_eq!(csv_epochs(&csv), [1, 2]);
+    let row_1 = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    std::fs::write(&ckpt, &after_epoch_1).unwrap();
+    assert_ok(&standalone(&cli.clone().flag("--resume")));
+    assert_eq!(csv_epochs(&csv), [1, 2]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        text.lines().nth(1),
+        Some(row_1.as_str()),
+        "row 1 kept: {text}"
+    );
+
+    // A finished run resumed: the CSV is left as it is.
+    let before = std::fs::read(&csv).unwrap();
+    let stdout = assert_ok(&standalone(&cli.clone().flag("--resume")));
+    assert!(stdout.contains("at epoch 2, step 20"), "{stdout}");
+    assert_eq!(std::fs::read(&csv).unwrap(), before);
+}

@@ -142,7 +142,8 @@ pub struct Args {
     pub checkpoint: Option<PathBuf>,
 
     /// Continue from --checkpoint, which must exist; --metrics-csv is
-    /// appended to.
+    /// appended to (its rows of the epoch the run continues in, and later,
+    /// are replaced, so that it reads as one run).
     #[arg(long, requires = "checkpoint")]
     pub resume: bool,
 
@@ -158,7 +159,8 @@ pub struct Args {
     pub overwrite: bool,
 
     /// Write one CSV row of metrics per epoch (rank 0). A fresh run refuses
-    /// a file that already holds rows unless --overwrite; a resume appends.
+    /// a file that already holds rows unless --overwrite; a resume appends
+    /// (replacing the rows of the epochs it trains again).
     #[arg(long, value_name = "PATH")]
     pub metrics_csv: Option<PathBuf>,
 

@@ -247,10 +247,12 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         });
         trainer.restore_from_root(loaded)?;
         if root {
+            // Epochs numbered from 1, as in the epoch lines: the one the
+            // run continues in (the last one when it is finished).
+            let epoch = trainer.epoch() + u64::from(!trainer.finished());
             println!(
-                "resumed from {} at epoch {}, step {}",
+                "resumed from {} at epoch {epoch}, step {}",
                 path.display(),
-                trainer.epoch(),
                 trainer.global_step()
             );
         }
@@ -259,6 +261,18 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         (Some(p), true) => Some(MetricsCsv::create(p, args.resume)?),
         _ => None,
     };
+    if let (Some(csv), true) = (csv.as_mut(), args.resume && !trainer.finished()) {
+        // One run in the CSV: the rows from the epoch this run continues
+        // in on are replaced by the new ones.
+        let dropped = csv.drop_from_epoch(trainer.epoch() + 1);
+        if dropped > 0 {
+            log::info!(
+                "--metrics-csv: replacing {dropped} row(s) of epoch {} and later, which the \
+                 checkpoint does not include",
+                trainer.epoch() + 1
+            );
+        }
+    }
     let link = args.link_rate.or_else(guess_link_rate);
     let total_steps = args
         .max_steps

@@ -148,6 +148,31 @@ impl MetricsCsv {
         })
     }
 
+    /// Drops the rows of epoch `epoch` (1-based) and later, for a run
+    /// resumed in that epoch: the CSV then reads as one run, without a
+    /// second row for an epoch resumed mid-way nor the rows of epochs
+    /// trained after an older checkpoint. Lines whose epoch does not parse
+    /// are kept. Nothing changes on disk until the next row is written.
+    /// Returns how many rows were dropped.
+    pub fn drop_from_epoch(&mut self, epoch: u64) -> usize {
+        let mut kept = String::with_capacity(self.text.len());
+        let mut dropped = 0;
+        for (i, line) in self.text.lines().enumerate() {
+            let e = line
+                .split(',')
+                .next()
+                .and_then(|f| f.trim().parse::<u64>().ok());
+            if i > 0 && e.is_some_and(|e| e >= epoch) {
+                dropped += 1;
+            } else {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        self.text = kept;
+        dropped
+    }
+
     /// Appends one epoch's row.
     pub fn write(&mut self, r: &EpochReport) -> Result<()> {
         let (tl, ta) = match r.test {
@@ -282,6 +307,27 @@ mod tests {
         assert_eq!(lines[1], "1,2,3,4,,,7,8,9,10,11,12");
         assert!(lines[2].ends_with(",1.5000,0.2500"), "{text}");
         assert_eq!(lines[2].split(',').count(), lines[0].split(',').count());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_resume_drops_the_rows_of_its_epoch_and_later() {
+        let dir = std::env::temp_dir().join(format!("ringsgd_metrics_drop_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.csv");
+        let old = format!("{METRICS_HEADER}\n1,8\n2,16\n3,20\n");
+        std::fs::write(&path, &old).unwrap();
+        let mut csv = MetricsCsv::create(&path, true).unwrap();
+        assert_eq!(csv.drop_from_epoch(2), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), old);
+        csv.write(&EpochReport {
+            epoch: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let epochs: Vec<&str> = text.lines().map(|l| l.split(',').next().unwrap()).collect();
+        assert_eq!(epochs, ["epoch", "1", "2"], "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
