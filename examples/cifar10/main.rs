@@ -5,7 +5,8 @@
 //! # one process, all cores
 //! target/release/examples/cifar10 --data ../shared/cifar10/cifar-10-binary.tar.gz
 //! # four Raspberry Pis, one rank per Pi, four cores each
-//! mpirun -np 4 --hostfile hostfiles/pi4 target/release/examples/cifar10 \
+//! mpirun -np 4 --hostfile hostfiles/pi4 --map-by node --bind-to none \
+//!     target/release/examples/cifar10 \
 //!     --data ~/cifar-10-binary.tar.gz --cores 4
 //! ```
 //!
