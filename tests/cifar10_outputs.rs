@@ -635,3 +635,188 @@ fn a_flag_given_to_one_rank_only_is_a_mismatch() {
     let stdout = assert_ok(&mpmd(&a, &b));
     assert!(stdout.contains("test_accuracy="), "{stdout}");
 }
+
+/// Issue 12, "progress you can see": step lines (`--log-every`) with the
+/// run's ETA, evaluation and checkpoint time in the epoch line and the CSV,
+/// and a `test_accuracy=` last line in every case.
+#[test]
+fn progress_lines_epoch_end_times_and_the_last_line() {
+    let s = Scratch::new("outputs", "progress");
+    let dir = s.path();
+    let cli = Cli::new(&data(&dir.join("data")));
+    let (ckpt, csv) = (dir.join("run.ckpt"), dir.join("m.csv"));
+    let run = cli
+        .clone()
+        .set("--checkpoint", p(&ckpt))
+        .set("--metrics-csv", p(&csv))
+        .set("--log-every", "2");
+    let stdout = assert_ok(&standalone(&run));
+    let lines: Vec<&str> = stdout.lines().collect();
+    // 240 images / 24 a step: 10 steps, a line every 2.
+    let steps: Vec<&&str> = lines.iter().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(steps.len(), 5, "{stdout}");
+    for (i, l) in steps.iter().enumerate() {
+        let at = format!("step {}/10 (run {}/10)", 2 * i + 2, 2 * i + 2);
+        assert!(l.starts_with("step epoch 1/1 ") && l.contains(&at), "{l}");
+        for w in [" loss ", " img/s ", " eta ", "(run)"] {
+            assert!(l.contains(w), "{w:?} missing: {l}");
+        }
+    }
+    let epoch = lines.iter().find(|l| l.starts_with("epoch 1/1 ")).unwrap();
+    assert!(
+        epoch.contains(" eval ") && epoch.contains(" checkpoint "),
+        "{epoch}"
+    );
+    assert!(
+        lines[0].contains(": 1 rank (") && lines[0].contains(" x 1 core, "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines.last().unwrap().starts_with("test_accuracy=0."),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(text.lines().next(), Some(ringsgd::trainer::METRICS_HEADER));
+    assert!(
+        rows[0].ends_with(&["eval_seconds", "checkpoint_seconds"]),
+        "{text}"
+    );
+    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows[1].len(), rows[0].len(), "{text}");
+    for v in &rows[1][12..] {
+        assert!(v.parse::<f64>().is_ok_and(|s| s >= 0.0), "{text}");
+    }
+
+    // Resuming the finished run evaluates it, ends with the line, and
+    // changes no file.
+    let before = snapshot(dir);
+    let stdout = assert_ok(&standalone(&run.clone().flag("--resume")));
+    assert!(stdout.contains("is finished"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("test_accuracy=0."),
+        "{stdout}"
+    );
+    assert_unchanged(dir, &before, "resuming a finished run");
+    let stdout = assert_ok(&standalone(&run.clone().flag("--resume").flag("--no-eval")));
+    assert_eq!(
+        stdout.lines().last(),
+        Some("test_accuracy=none (--no-eval)")
+    );
+    assert_unchanged(dir, &before, "resuming a finished run with --no-eval");
+
+    // Without evaluation the last line says so, and the CSV's evaluation
+    // columns are empty; the default (every 30 s) prints no step line in a
+    // short run; --cores beyond the machine's without mpirun gives no
+    // mpirun hint.
+    let csv2 = dir.join("noeval.csv");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    let out = standalone(
+        &cli.clone()
+            .set("--metrics-csv", p(&csv2))
+            .set("--cores", &cores.to_string())
+            .flag("--no-eval"),
+    );
+    let stdout = assert_ok(&out);
+    assert_eq!(
+        stdout.lines().last(),
+        Some("test_accuracy=none (--no-eval)")
+    );
+    assert!(!stdout.contains("step epoch"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("--cores {cores} but")) && !stderr.contains("--bind-to"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&csv2).unwrap();
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(row.len(), 14, "{text}");
+    assert!(
+        row[4].is_empty() && row[12].is_empty() && row[13].is_empty(),
+        "{text}"
+    );
+
+    // Refused before any work: a bad --log-every, and --epochs 0 (which
+    // would have no last line to print).
+    let before = snapshot(dir);
+    for bad in ["2.5", "30x", "s", "infs"] {
+        assert_refused(
+            &standalone(&cli.clone().set("--log-every", bad)),
+            &["--log-every"],
+        );
+    }
+    assert_refused(
+        &standalone(&cli.clone().set("--epochs", "0").set("--max-steps", "2")),
+        &["--epochs 0", "--max-steps"],
+    );
+    assert_unchanged(dir, &before, "refused runs");
+}
+
+/// Epochs of the rows of a metrics CSV.
+fn csv_epochs(csv: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Issue 12: one epoch numbering (from 1, in the resume message too) and a
+/// CSV that reads as one run: a mid-epoch resume and a resume from an older
+/// checkpoint replace the rows they train again instead of adding more.
+#[test]
+fn a_resumed_csv_reads_as_one_run() {
+    let s = Scratch::new("outputs", "csv_resume");
+    let dir = s.path();
+    let (ckpt, csv) = (dir.join("run.ckpt"), dir.join("m.csv"));
+    // 10 steps an epoch.
+    let cli = Cli::new(&data(&dir.join("data")))
+        .set("--epochs", "2")
+        .set("--checkpoint", p(&ckpt))
+        .set("--metrics-csv", p(&csv));
+
+    // Stopped mid-epoch 1, then resumed in it: one row for epoch 1.
+    assert_ok(&standalone(&cli.clone().set("--max-steps", "3")));
+    assert_eq!(csv_epochs(&csv), [1]);
+    let stdout = assert_ok(&standalone(
+        &cli.clone().set("--max-steps", "10").flag("--resume"),
+    ));
+    assert!(
+        stdout.contains(&format!("resumed from {} at epoch 1, step 3", p(&ckpt))),
+        "{stdout}"
+    );
+    assert_eq!(csv_epochs(&csv), [1]);
+    let after_epoch_1 = std::fs::read(&ckpt).unwrap();
+
+    // On to the end, then again from the epoch-1 checkpoint: rows 1 and 2,
+    // once each.
+    let stdout = assert_ok(&standalone(&cli.clone().flag("--resume")));
+    assert!(stdout.contains("at epoch 2, step 10"), "{stdout}");
+    assert_eq!(csv_epochs(&csv), [1, 2]);
+    let row_1 = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    std::fs::write(&ckpt, &after_epoch_1).unwrap();
+    assert_ok(&standalone(&cli.clone().flag("--resume")));
+    assert_eq!(csv_epochs(&csv), [1, 2]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        text.lines().nth(1),
+        Some(row_1.as_str()),
+        "row 1 kept: {text}"
+    );
+
+    // A finished run resumed: the CSV is left as it is.
+    let before = std::fs::read(&csv).unwrap();
+    let stdout = assert_ok(&standalone(&cli.clone().flag("--resume")));
+    assert!(stdout.contains("at epoch 2, step 20"), "{stdout}");
+    assert_eq!(std::fs::read(&csv).unwrap(), before);
+}

@@ -17,8 +17,8 @@ use ringsgd::optim::LrSchedule;
 /// the others and from the --data files; all are checked before the data is
 /// loaded and written atomically (temporary file, then rename). Under mpirun
 /// every rank must be given the same flags, except --cores, --data,
-/// --download, --cache-dir, --download-url and --no-progress, which may
-/// differ per node.
+/// --download, --cache-dir, --download-url, --no-progress and --log-every,
+/// which may differ per node.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "cifar10", version, about)]
 pub struct Args {
@@ -142,7 +142,8 @@ pub struct Args {
     pub checkpoint: Option<PathBuf>,
 
     /// Continue from --checkpoint, which must exist; --metrics-csv is
-    /// appended to.
+    /// appended to (its rows of the epoch the run continues in, and later,
+    /// are replaced, so that it reads as one run).
     #[arg(long, requires = "checkpoint")]
     pub resume: bool,
 
@@ -158,7 +159,8 @@ pub struct Args {
     pub overwrite: bool,
 
     /// Write one CSV row of metrics per epoch (rank 0). A fresh run refuses
-    /// a file that already holds rows unless --overwrite; a resume appends.
+    /// a file that already holds rows unless --overwrite; a resume appends
+    /// (replacing the rows of the epochs it trains again).
     #[arg(long, value_name = "PATH")]
     pub metrics_csv: Option<PathBuf>,
 
@@ -202,6 +204,41 @@ pub struct Args {
     /// Print per-epoch lines only, no progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Rank 0 prints a step line (epoch and step, images/s, the step's
+    /// loss, ETA of the whole run) every N steps (`--log-every 50`) or
+    /// seconds (`--log-every 30s`); 0 turns it off [default: 30s when no
+    /// progress bar is shown, e.g. under mpirun; off under the bar].
+    #[arg(long, value_name = "N|Ns", value_parser = parse_log_every)]
+    pub log_every: Option<LogEvery>,
+}
+
+/// How often `--log-every` prints a step line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LogEvery {
+    Off,
+    Steps(u64),
+    Seconds(f64),
+}
+
+/// `50` (steps), `30s` (seconds), `0` (off).
+fn parse_log_every(s: &str) -> Result<LogEvery, String> {
+    let bad = || format!("{s:?}: expected a number of steps (50) or seconds (30s), or 0");
+    if let Some(secs) = s.strip_suffix('s') {
+        let v: f64 = secs.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(bad());
+        }
+        return Ok(if v == 0.0 {
+            LogEvery::Off
+        } else {
+            LogEvery::Seconds(v)
+        });
+    }
+    match s.trim().parse::<u64>().map_err(|_| bad())? {
+        0 => Ok(LogEvery::Off),
+        n => Ok(LogEvery::Steps(n)),
+    }
 }
 
 impl Args {

@@ -5,12 +5,14 @@
 //! # one process, all cores
 //! target/release/examples/cifar10 --data ../shared/cifar10/cifar-10-binary.tar.gz
 //! # four Raspberry Pis, one rank per Pi, four cores each
-//! mpirun -np 4 --hostfile hostfiles/pi4 target/release/examples/cifar10 \
+//! mpirun -np 4 --hostfile hostfiles/pi4 --map-by node --bind-to none \
+//!     target/release/examples/cifar10 \
 //!     --data ~/cifar-10-binary.tar.gz --cores 4
 //! ```
 //!
-//! Rank 0 prints one line per epoch and, when the run evaluates, ends with
-//! `test_accuracy=<fraction>`. Any error is printed with the rank that saw it
+//! Rank 0 prints one line per epoch (and a step line every 30 s, `--log-every`) and ends with
+//! `test_accuracy=<fraction>` (`test_accuracy=none (--no-eval)` without
+//! evaluation). Any error is printed with the rank that saw it
 //! and ends every rank with a non-zero exit code. Flags and output paths are
 //! checked before the data is loaded ([`preflight`]).
 
@@ -38,7 +40,7 @@ fn run_local(args: &cli::Args, n: usize) -> i32 {
     let args = match preflight::local(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             return 1;
         }
     };
@@ -46,14 +48,14 @@ fn run_local(args: &cli::Args, n: usize) -> i32 {
     let data = match run::load_data(args, None) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             return 1;
         }
     };
     match ringsgd::comm::local::run_ranks(n, |comm| run::train(&comm, args, &data)) {
         Ok(_) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             1
         }
     }
@@ -66,7 +68,7 @@ fn run_world(args: &cli::Args) -> i32 {
     let comm = match ringsgd::comm::mpi::init() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             return 1;
         }
     };
@@ -82,9 +84,7 @@ fn run_world(args: &cli::Args) -> i32 {
     comm.on_peer_timeout(move |e| {
         // One write per line, so that ranks sharing a terminal do not
         // interleave mid-line.
-        use std::io::Write;
-        let line = format!("rank {rank}: error: {e}\n");
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        eprint_line(&format!("rank {rank}: error: {e}"));
     });
     let result = run::load_data(args, Some(&comm)).and_then(|data| run::train(&comm, args, &data));
     match result {
@@ -97,7 +97,7 @@ fn run_world(args: &cli::Args) -> i32 {
 #[cfg(feature = "mpi")]
 fn fail(comm: &ringsgd::comm::mpi::MpiComm, e: ringsgd::Error) -> i32 {
     use ringsgd::comm::Communicator;
-    eprintln!("rank {}: error: {e}", comm.rank());
+    eprint_line(&format!("rank {}: error: {e}", comm.rank()));
     if comm.size() > 1 {
         // Other ranks may be blocked waiting for this one: end the
         // whole job rather than finalise MPI and hang.
@@ -110,6 +110,17 @@ fn fail(comm: &ringsgd::comm::mpi::MpiComm, e: ringsgd::Error) -> i32 {
 fn run_world(args: &cli::Args) -> i32 {
     eprintln!("note: built without the `mpi` feature; running as one in-process rank");
     run_local(args, 1)
+}
+
+/// Writes `line` and a newline to stderr in one write call, so that ranks
+/// sharing a terminal do not interleave mid-line (`eprintln!` may write a
+/// formatted line in pieces).
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Rank 0 logs at `info`, others at `warn`, unless RUST_LOG says otherwise.

@@ -12,13 +12,14 @@ use crate::outputs;
 /// data (its content is compared separately), its core count (the results
 /// do not depend on it), and rank 0's progress display. Clap ids.
 #[cfg(feature = "mpi")]
-pub const PER_RANK: [&str; 6] = [
+pub const PER_RANK: [&str; 7] = [
     "cores",
     "data",
     "download",
     "cache_dir",
     "download_url",
     "no_progress",
+    "log_every",
 ];
 
 /// For `--local-ranks` and builds without MPI: the launch and the settings

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ringsgd::comm::Communicator;
@@ -10,9 +11,10 @@ use ringsgd::trainer::{median_times, EpochReport, StepProgress, StepTimes, Train
 use ringsgd::{Error, Result};
 use ringsgd_speedup::RunSummary;
 
-use crate::cli::Args;
+use crate::cli::{Args, LogEvery};
 
-/// Per-epoch lines, with a progress bar when stderr is a terminal.
+/// Per-epoch lines and step lines, with a progress bar when stderr is a
+/// terminal.
 pub struct EpochPrinter {
     enabled: bool,
     bar_wanted: bool,
@@ -22,49 +24,153 @@ pub struct EpochPrinter {
     hosts: Vec<String>,
     /// The link's rate in bits per second, for the bandwidth's fraction.
     link_bits_per_s: Option<f64>,
+    /// Step lines: how often.
+    log_every: LogEvery,
+    /// Optimiser steps of the whole run (epochs x steps, or --max-steps).
+    total_steps: u64,
+    global_batch: usize,
+    /// Wall-clock seconds and count of the steps trained by this process
+    /// (epoch ends excluded), for the ETA.
+    train_secs: f64,
+    train_steps: u64,
+    /// When the last step ended (or the epoch started).
+    mark: Instant,
+    /// The last step line: when, and at which global step.
+    last_line: (Instant, u64),
+    /// Seconds of the last epoch end (evaluation and checkpoint), for the ETA.
+    epoch_end_secs: f64,
+    steps_per_epoch: u64,
+}
+
+/// `1:02:03` or `2:03`.
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
 }
 
 impl EpochPrinter {
     /// `enabled` is false on ranks other than 0; `bar` asks for a progress
-    /// bar, shown only when stderr is a terminal.
+    /// bar, shown only when stderr is a terminal; `log_every` `None` is the
+    /// default (every 30 s unless the bar is shown).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         enabled: bool,
         bar: bool,
+        log_every: Option<LogEvery>,
         epochs: u64,
+        total_steps: u64,
+        global_batch: usize,
         comm: &dyn Communicator,
         link_bits_per_s: Option<f64>,
     ) -> Self {
+        let bar_wanted = enabled && bar && std::io::stderr().is_terminal();
+        let log_every = match log_every {
+            Some(l) => l,
+            None if bar_wanted => LogEvery::Off,
+            None => LogEvery::Seconds(30.0),
+        };
+        let now = Instant::now();
         EpochPrinter {
             link_bits_per_s,
             enabled,
-            bar_wanted: enabled && bar && std::io::stderr().is_terminal(),
+            bar_wanted,
             epochs,
             bar: None,
             hosts: (0..comm.size()).map(|r| comm.host_name(r)).collect(),
+            log_every,
+            total_steps,
+            global_batch,
+            train_secs: 0.0,
+            train_steps: 0,
+            mark: now,
+            last_line: (now, 0),
+            epoch_end_secs: 0.0,
+            steps_per_epoch: 1,
         }
     }
 
-    pub fn start_epoch(&mut self, epoch: u64, steps: u64) {
+    pub fn start_epoch(&mut self, epoch: u64, steps: u64, global_step: u64) {
+        self.mark = Instant::now();
+        self.steps_per_epoch = steps.max(1);
+        if self.last_line.1 == 0 {
+            self.last_line = (self.mark, global_step);
+        }
         if !self.bar_wanted {
             return;
         }
+        // At most 80 columns: "epoch 12/30 [20] 390/390 loss 2.3026
+        // 1234 img/s eta 12:34:56".
         let bar = ProgressBar::new(steps);
         bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} / ~{eta} left)",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("epoch {prefix} [{bar:20}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{}", self.epochs));
         self.bar = Some(bar);
     }
 
+    /// Seconds left in the whole run: the remaining steps at this
+    /// process's mean step time, plus the remaining epoch ends at the last
+    /// one's duration.
+    fn eta(&self, p: &StepProgress) -> f64 {
+        let left = self.total_steps.saturating_sub(p.global_step);
+        let per_step = self.train_secs / self.train_steps.max(1) as f64;
+        let ends = self.total_steps.div_ceil(self.steps_per_epoch) + 1 - p.epoch.max(1);
+        left as f64 * per_step + ends as f64 * self.epoch_end_secs
+    }
+
     pub fn step(&mut self, p: &StepProgress) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(p.step_in_epoch);
-            bar.set_message(format!("loss {:.4} lr {:.4}", p.local_loss, p.lr));
+        let now = Instant::now();
+        self.train_secs += now.duration_since(self.mark).as_secs_f64();
+        self.train_steps += 1;
+        self.mark = now;
+        if !self.enabled {
+            return;
         }
+        let per_step = self.train_secs / self.train_steps as f64;
+        let ips = self.global_batch as f64 / per_step.max(1e-12);
+        let eta = hms(self.eta(p));
+        if let Some(bar) = &self.bar {
+            // The message first: the position's redraw then shows this
+            // step's loss (a throttled message redraw would lag a step).
+            bar.set_message(format!("loss {:.4} {ips:.0} img/s eta {eta}", p.local_loss));
+            bar.set_position(p.step_in_epoch);
+        }
+        let due = match self.log_every {
+            LogEvery::Off => false,
+            LogEvery::Steps(n) => p.global_step % n == 0,
+            LogEvery::Seconds(s) => now.duration_since(self.last_line.0).as_secs_f64() >= s,
+        };
+        if due {
+            let line = format!(
+                "step epoch {}/{} step {}/{} (run {}/{}) loss {:.4} lr {:.5} img/s {ips:.1} \
+                 eta {eta} (run)",
+                p.epoch,
+                self.epochs,
+                p.step_in_epoch,
+                p.steps_per_epoch,
+                p.global_step,
+                self.total_steps,
+                p.local_loss,
+                p.lr,
+            );
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => println!("{line}"),
+            }
+            self.last_line = (now, p.global_step);
+        }
+    }
+
+    /// The duration of the last epoch end (evaluation and checkpoint), for
+    /// the ETA.
+    pub fn epoch_end_took(&mut self, secs: f64) {
+        self.epoch_end_secs = secs;
     }
 
     pub fn finish_epoch(&mut self, r: &EpochReport) {
@@ -106,9 +212,16 @@ impl EpochPrinter {
                 format!(" net {:.0} MB/s{frac}", bw / 1e6)
             })
             .unwrap_or_default();
+        let mut ends = String::new();
+        if let Some(e) = r.eval_seconds {
+            ends.push_str(&format!(" eval {e:.1}s"));
+        }
+        if let Some(c) = r.checkpoint_seconds {
+            ends.push_str(&format!(" checkpoint {c:.1}s"));
+        }
         println!(
             "epoch {}/{} step {} train_loss {:.4} train_acc {:.4}{test} lr {:.5} img/s {:.1} \
-             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{hidden}{net}{slowest})",
+             time {:.1}s (compute {:.1} wait {:.1} allreduce {:.1}{hidden}{net}{slowest}){ends}",
             r.epoch,
             self.epochs,
             r.step,

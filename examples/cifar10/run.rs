@@ -180,11 +180,18 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     if cores > allowed {
         // available_parallelism follows the CPU affinity mask, which mpirun
         // sets when it binds ranks to cores (its default for np <= 2).
-        eprintln!(
-            "rank {}: warning: --cores {cores} but this process may run on only {allowed} core(s); \
-             mpirun binds ranks to cores by default: add --bind-to none",
+        // Under mpirun the likely cause is its binding; standalone, the
+        // machine (or taskset) simply has fewer cores.
+        let hint = if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() {
+            "; mpirun binds ranks to cores by default: add --bind-to none"
+        } else {
+            ": the threads will share them"
+        };
+        crate::eprint_line(&format!(
+            "rank {}: warning: --cores {cores} but this process may run on only {allowed} \
+             core(s){hint}",
             comm.rank()
-        );
+        ));
     }
     let pool = ComputePool::new(cores)?;
     let global_batch = args.global_batch;
@@ -217,10 +224,11 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let mut trainer = Trainer::new(comm, pool, model, cfg)?;
     if root {
         println!(
-            "ringsgd cifar10: {} ranks ({}) x {cores} cores, model {} ({} parameters), data {}, \
+            "ringsgd cifar10: {} ({}) x {}, model {} ({} parameters), data {}, \
              {} train / {} test images, global batch {global_batch}, {} steps/epoch",
-            comm.size(),
+            plural(comm.size(), "rank"),
             comm.transport_name(),
+            plural(cores, "core"),
             args.model,
             trainer.model().num_params(),
             data.source,
@@ -239,10 +247,12 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         });
         trainer.restore_from_root(loaded)?;
         if root {
+            // Epochs numbered from 1, as in the epoch lines: the one the
+            // run continues in (the last one when it is finished).
+            let epoch = trainer.epoch() + u64::from(!trainer.finished());
             println!(
-                "resumed from {} at epoch {}, step {}",
+                "resumed from {} at epoch {epoch}, step {}",
                 path.display(),
-                trainer.epoch(),
                 trainer.global_step()
             );
         }
@@ -251,8 +261,33 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         (Some(p), true) => Some(MetricsCsv::create(p, args.resume)?),
         _ => None,
     };
+    if let (Some(csv), true) = (csv.as_mut(), args.resume && !trainer.finished()) {
+        // One run in the CSV: the rows from the epoch this run continues
+        // in on are replaced by the new ones.
+        let dropped = csv.drop_from_epoch(trainer.epoch() + 1);
+        if dropped > 0 {
+            log::info!(
+                "--metrics-csv: replacing {dropped} row(s) of epoch {} and later, which the \
+                 checkpoint does not include",
+                trainer.epoch() + 1
+            );
+        }
+    }
     let link = args.link_rate.or_else(guess_link_rate);
-    let mut printer = EpochPrinter::new(root, !args.no_progress, args.epochs, comm, link);
+    let total_steps = args
+        .max_steps
+        .map_or(u64::MAX, |m| m)
+        .min(args.epochs.saturating_mul(spe));
+    let mut printer = EpochPrinter::new(
+        root,
+        !args.no_progress,
+        args.log_every,
+        args.epochs,
+        total_steps,
+        global_batch,
+        comm,
+        link,
+    );
     let mut all_times: Vec<StepTimes> = Vec::new();
     let mut last_test = None;
     let run_start = std::time::Instant::now();
@@ -271,27 +306,33 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         }
     }
     while !trainer.finished() {
-        printer.start_epoch(trainer.epoch() + 1, spe);
+        printer.start_epoch(trainer.epoch() + 1, spe, trainer.global_step());
         let mut report = trainer.train_epoch(&data.train, &data.norm, &mut |p| printer.step(p))?;
         all_times.extend_from_slice(trainer.last_epoch_step_times());
+        let end_start = std::time::Instant::now();
         if !args.no_eval {
             let t = trainer.evaluate(&data.test, &data.norm)?;
             last_test = Some(t.accuracy);
             report.test = Some(t);
+            report.eval_seconds = Some(end_start.elapsed().as_secs_f64());
         }
-        printer.finish_epoch(&report);
-        // Rank 0 writes while the others wait under the checkpoint deadline.
+        // Rank 0 writes while the others wait under the checkpoint deadline;
+        // the checkpoint first, so that its time is in the CSV row.
         trainer.on_root(|t| {
-            if let Some(csv) = csv.as_mut() {
-                csv.write(&report)?;
-            }
             if let Some(path) = &args.checkpoint {
+                let saving = std::time::Instant::now();
                 let mut c = t.to_checkpoint();
                 c.data = Some(data.identity.clone());
                 c.save_atomic(path)?;
+                report.checkpoint_seconds = Some(saving.elapsed().as_secs_f64());
+            }
+            if let Some(csv) = csv.as_mut() {
+                csv.write(&report)?;
             }
             Ok(())
         })?;
+        printer.finish_epoch(&report);
+        printer.epoch_end_took(end_start.elapsed().as_secs_f64());
     }
     let total_s = run_start.elapsed().as_secs_f64();
     trainer.enter_phase(Phase::Finish);
@@ -348,11 +389,22 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             let summary = Summary::new(args, comm, &trainer, &all_times, peak_max, total_s);
             summary.write(path)?;
         }
-        if let Some(acc) = last_test {
-            println!("test_accuracy={acc:.4}");
+        // The last line, in every case.
+        match last_test {
+            Some(acc) => println!("test_accuracy={acc:.4}"),
+            None => println!("test_accuracy=none (--no-eval)"),
         }
     }
     Ok(())
+}
+
+/// `1 rank`, `2 ranks`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// The rate of the interface of the default route, from the kernel

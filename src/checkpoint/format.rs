@@ -380,6 +380,25 @@ impl Checkpoint {
         parse_sections(&content[HEADER_BYTES..], n_sections, path)
     }
 
+    /// Where the run stands, with epochs numbered from 1 as on screen:
+    /// `end of epoch 2, step 780` or `step 3 of epoch 1, step 3 overall`.
+    pub fn position(&self) -> String {
+        if self.step_in_epoch == 0 {
+            if self.epoch == 0 {
+                "before epoch 1, step 0".to_string()
+            } else {
+                format!("end of epoch {}, step {}", self.epoch, self.step)
+            }
+        } else {
+            format!(
+                "step {} of epoch {}, step {} overall",
+                self.step_in_epoch,
+                self.epoch + 1,
+                self.step
+            )
+        }
+    }
+
     /// Writes the checkpoint to `path` atomically: to `<path>.tmp` in the
     /// same folder, flushed to disk, then renamed over `path` (and the
     /// folder synced), so a crash or a full disk leaves either the old or
@@ -391,10 +410,9 @@ impl Checkpoint {
         let bytes = self.to_bytes()?;
         crate::output::write_atomic(path, &bytes)?;
         log::info!(
-            "saved checkpoint {} (epoch {}, step {}, {} bytes)",
+            "saved checkpoint {} ({}, {} bytes)",
             path.display(),
-            self.epoch,
-            self.step,
+            self.position(),
             bytes.len()
         );
         Ok(())
@@ -406,10 +424,9 @@ impl Checkpoint {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let ckpt = Checkpoint::from_bytes(&bytes, path)?;
         log::info!(
-            "loaded checkpoint {} (epoch {}, step {}, {} parameters)",
+            "loaded checkpoint {} ({}, {} parameters)",
             path.display(),
-            ckpt.epoch,
-            ckpt.step,
+            ckpt.position(),
             ckpt.params.len()
         );
         Ok(ckpt)

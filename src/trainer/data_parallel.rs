@@ -501,6 +501,8 @@ impl<'c> Trainer<'c> {
             test: None,
             slowest,
             wire_bytes,
+            eval_seconds: None,
+            checkpoint_seconds: None,
         };
         debug!("rank {rank}: epoch {epoch_number} done: {report:?}");
         Ok(report)

@@ -47,6 +47,12 @@ pub struct EpochReport {
     /// otherwise). Over the communication time (`times.allreduce +
     /// times.hidden`) this is the allreduce's bus bandwidth.
     pub wire_bytes: u64,
+    /// Seconds of the test-set evaluation after the epoch, if one ran (set
+    /// by the caller that runs it).
+    pub eval_seconds: Option<f64>,
+    /// Seconds of writing the checkpoint after the epoch, if one was
+    /// written (set by the caller that writes it).
+    pub checkpoint_seconds: Option<f64>,
 }
 
 impl EpochReport {
@@ -73,8 +79,12 @@ pub struct Straggler {
 /// Writes one CSV row per epoch, with a header line.
 ///
 /// Columns: `epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,lr,
-/// images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds`
-/// (test columns empty when the epoch was not evaluated).
+/// images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds,
+/// eval_seconds,checkpoint_seconds` (test and eval columns empty when the
+/// epoch was not evaluated, checkpoint_seconds when no checkpoint was
+/// written). `epoch_seconds` covers the training steps only. A resumed CSV
+/// written before the last two columns existed gets the new header; its
+/// old rows keep their 12 fields.
 ///
 /// The file is rewritten atomically after every row (the whole text, with
 /// [`write_atomic`](crate::output::write_atomic); a CSV holds one short
@@ -102,7 +112,7 @@ pub struct MetricsCsv {
 
 /// The CSV header of [`MetricsCsv`].
 pub const METRICS_HEADER: &str = "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,\
-lr,images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds";
+lr,images_per_sec,epoch_seconds,compute_seconds,wait_seconds,allreduce_seconds,eval_seconds,checkpoint_seconds";
 
 impl MetricsCsv {
     /// A CSV at `path`: without `append` a new file (header, then the rows
@@ -121,6 +131,12 @@ impl MetricsCsv {
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
+            // A CSV of an older version: the new columns go at the end.
+            let first = text.lines().next().unwrap_or_default();
+            if first != METRICS_HEADER && METRICS_HEADER.starts_with(first) && !first.is_empty() {
+                let rest = text[first.len()..].to_string();
+                text = format!("{METRICS_HEADER}{rest}");
+            }
         }
         if text.is_empty() {
             text.push_str(METRICS_HEADER);
@@ -132,14 +148,40 @@ impl MetricsCsv {
         })
     }
 
+    /// Drops the rows of epoch `epoch` (1-based) and later, for a run
+    /// resumed in that epoch: the CSV then reads as one run, without a
+    /// second row for an epoch resumed mid-way nor the rows of epochs
+    /// trained after an older checkpoint. Lines whose epoch does not parse
+    /// are kept. Nothing changes on disk until the next row is written.
+    /// Returns how many rows were dropped.
+    pub fn drop_from_epoch(&mut self, epoch: u64) -> usize {
+        let mut kept = String::with_capacity(self.text.len());
+        let mut dropped = 0;
+        for (i, line) in self.text.lines().enumerate() {
+            let e = line
+                .split(',')
+                .next()
+                .and_then(|f| f.trim().parse::<u64>().ok());
+            if i > 0 && e.is_some_and(|e| e >= epoch) {
+                dropped += 1;
+            } else {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        self.text = kept;
+        dropped
+    }
+
     /// Appends one epoch's row.
     pub fn write(&mut self, r: &EpochReport) -> Result<()> {
         let (tl, ta) = match r.test {
             Some(t) => (format!("{:.6}", t.loss), format!("{:.6}", t.accuracy)),
             None => (String::new(), String::new()),
         };
+        let secs = |s: Option<f64>| s.map(|s| format!("{s:.4}")).unwrap_or_default();
         let row = format!(
-            "{},{},{:.6},{:.6},{},{},{:.6e},{:.3},{:.4},{:.4},{:.4},{:.4}",
+            "{},{},{:.6},{:.6},{},{},{:.6e},{:.3},{:.4},{:.4},{:.4},{:.4},{},{}",
             r.epoch,
             r.step,
             r.train_loss,
@@ -151,7 +193,9 @@ impl MetricsCsv {
             r.seconds,
             r.times.compute,
             r.times.wait,
-            r.times.allreduce
+            r.times.allreduce,
+            secs(r.eval_seconds),
+            secs(r.checkpoint_seconds)
         );
         self.line(&row)
     }
@@ -237,6 +281,53 @@ mod tests {
         assert!(text.lines().nth(2).unwrap().starts_with("2,"), "{text}");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_csv_gets_the_new_columns_in_its_header() {
+        let dir = std::env::temp_dir().join(format!("ringsgd_metrics_old_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.csv");
+        let old = METRICS_HEADER
+            .strip_suffix(",eval_seconds,checkpoint_seconds")
+            .unwrap();
+        std::fs::write(&path, format!("{old}\n1,2,3,4,,,7,8,9,10,11,12\n")).unwrap();
+        let mut csv = MetricsCsv::create(&path, true).unwrap();
+        csv.write(&EpochReport {
+            epoch: 2,
+            eval_seconds: Some(1.5),
+            checkpoint_seconds: Some(0.25),
+            ..Default::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], METRICS_HEADER);
+        assert_eq!(lines[1], "1,2,3,4,,,7,8,9,10,11,12");
+        assert!(lines[2].ends_with(",1.5000,0.2500"), "{text}");
+        assert_eq!(lines[2].split(',').count(), lines[0].split(',').count());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_resume_drops_the_rows_of_its_epoch_and_later() {
+        let dir = std::env::temp_dir().join(format!("ringsgd_metrics_drop_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.csv");
+        let old = format!("{METRICS_HEADER}\n1,8\n2,16\n3,20\n");
+        std::fs::write(&path, &old).unwrap();
+        let mut csv = MetricsCsv::create(&path, true).unwrap();
+        assert_eq!(csv.drop_from_epoch(2), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), old);
+        csv.write(&EpochReport {
+            epoch: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let epochs: Vec<&str> = text.lines().map(|l| l.split(',').next().unwrap()).collect();
+        assert_eq!(epochs, ["epoch", "1", "2"], "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
