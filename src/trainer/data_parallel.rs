@@ -160,14 +160,15 @@ impl<'c> Trainer<'c> {
         comm.broadcast_f32(0, model.params_mut())?;
         info!(
             "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {} ({} on the \
-             wire), {} cores",
+             wire), {} core{}",
             comm.rank(),
             comm.size(),
             model.num_params(),
             cfg.per_rank_batch(comm.size()),
             cfg.algorithm,
             cfg.wire,
-            pool.cores()
+            pool.cores(),
+            if pool.cores() == 1 { "" } else { "s" }
         );
         Ok(Trainer {
             comm,
