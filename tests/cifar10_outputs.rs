@@ -820,3 +820,48 @@ fn a_resumed_csv_reads_as_one_run() {
     assert!(stdout.contains("at epoch 2, step 20"), "{stdout}");
     assert_eq!(std::fs::read(&csv).unwrap(), before);
 }
+
+#[test]
+fn the_training_curves_are_plotted_beside_the_metrics_csv() {
+    let s = Scratch::new("outputs", "plot");
+    let dir = s.path();
+    let data = data(&dir.join("data"));
+    let csv = dir.join("m.csv");
+    let out = standalone(
+        &Cli::new(&data)
+            .set("--epochs", "2")
+            .set("--metrics-csv", p(&csv)),
+    );
+    let text = assert_ok(&out);
+    let svg = dir.join("m.svg");
+    assert!(
+        text.contains(&format!("plotted the training curves to {}", svg.display())),
+        "{text}"
+    );
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg"), "{plot}");
+    // Train and test loss, train and test accuracy: one line each, one
+    // point per epoch.
+    let lines: Vec<&str> = plot
+        .lines()
+        .filter(|l| l.starts_with("<polyline"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{plot}");
+    for l in lines {
+        let pts = l
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"/>");
+        assert_eq!(pts.split(' ').count(), 2, "{l}");
+    }
+    // A plot path that is another output is refused before any work.
+    let before = snapshot(dir);
+    let out = standalone(
+        &Cli::new(&data)
+            .set("--metrics-csv", p(&dir.join("w.csv")))
+            .set("--export", p(&dir.join("w.svg"))),
+    );
+    assert_refused(&out, &["--metrics-csv's plot (.svg)", "same file"]);
+    assert_unchanged(dir, &before, "a plot colliding with --export");
+}

@@ -19,6 +19,7 @@
 mod cli;
 mod limits;
 mod outputs;
+mod plot;
 mod preflight;
 mod report;
 mod run;

@@ -17,16 +17,19 @@ pub struct Plan {
     pub resume: bool,
 }
 
-/// The output flags with their paths, in a fixed order.
-pub fn outputs(args: &Args) -> Vec<(&'static str, &Path)> {
+/// The output flags with their paths, in a fixed order (the training-curve
+/// plot goes beside the metrics CSV).
+pub fn outputs(args: &Args) -> Vec<(&'static str, PathBuf)> {
+    let plot = args.metrics_csv.as_deref().map(crate::plot::plot_path);
     [
-        ("--checkpoint", &args.checkpoint),
-        ("--metrics-csv", &args.metrics_csv),
-        ("--export", &args.export),
-        ("--summary-json", &args.summary_json),
+        ("--checkpoint", args.checkpoint.clone()),
+        ("--metrics-csv", args.metrics_csv.clone()),
+        ("--metrics-csv's plot (.svg)", plot),
+        ("--export", args.export.clone()),
+        ("--summary-json", args.summary_json.clone()),
     ]
     .into_iter()
-    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .filter_map(|(flag, p)| p.map(|p| (flag, p)))
     .collect()
 }
 
@@ -130,7 +133,7 @@ pub fn plan(args: &Args) -> Result<Plan> {
     for i in 0..outs.len() {
         for j in i + 1..outs.len() {
             if ids[i].iter().any(|a| ids[j].contains(a)) {
-                let ((fa, pa), (fb, pb)) = (outs[i], outs[j]);
+                let ((fa, pa), (fb, pb)) = (&outs[i], &outs[j]);
                 return Err(Error::invalid(format!(
                     "{fa} {} and {fb} {} are the same file (directly, through a link, or as \
                      the other's temporary .tmp file): one output would replace the other; give \

@@ -342,6 +342,11 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             ringsgd::trainer::export_safetensors(t.model(), path)?;
             println!("exported weights to {}", path.display());
         }
+        if let Some(csv) = &args.metrics_csv {
+            let svg = crate::plot::plot_path(csv);
+            crate::plot::write_curves(csv, &svg)?;
+            println!("plotted the training curves to {}", svg.display());
+        }
         Ok(())
     })?;
     let peak = ringsgd::trainer::peak_rss_bytes().unwrap_or(0) as f32;
