@@ -92,103 +92,75 @@ impl Wire {
         }
     }
 
+    /// Hands `incoming` (wire bytes of `n` values) to `f(offset, values)` as
+    /// `f32`: all at once when it can be read in place (aligned f32), else
+    /// decoded a block at a time into a stack buffer (the slice conversions
+    /// use the CPU's conversion instructions where it has them).
+    fn for_decoded(self, incoming: &[u8], mut f: impl FnMut(usize, &[f32])) {
+        if self == Wire::F32 {
+            if let Ok(v) = bytemuck::try_cast_slice::<u8, f32>(incoming) {
+                return f(0, v);
+            }
+        }
+        const BLOCK: usize = 1024;
+        let mut tmp = [0.0f32; BLOCK];
+        let es = self.bytes_per_value();
+        for (i, inc) in incoming.chunks(BLOCK * es).enumerate() {
+            let t = &mut tmp[..inc.len() / es];
+            self.decode(inc, t);
+            f(i * BLOCK, t);
+        }
+    }
+
     /// `dst[i] = own[i] + incoming[i]`, `incoming` in wire bytes, the sum in
     /// `f32` (local value first; `+` is commutative, so only the ring's
     /// grouping decides the result).
     pub(crate) fn add(self, own: &[f32], incoming: &[u8], dst: &mut [f32]) {
         debug_assert_eq!(own.len(), dst.len());
         debug_assert_eq!(incoming.len(), dst.len() * self.bytes_per_value());
-        match self {
-            Wire::F32 => match bytemuck::try_cast_slice::<u8, f32>(incoming) {
-                Ok(inc) => {
-                    for ((d, &a), &b) in dst.iter_mut().zip(own).zip(inc) {
-                        *d = a + b;
-                    }
-                }
-                Err(_) => {
-                    for ((d, &a), b) in dst.iter_mut().zip(own).zip(incoming.chunks_exact(4)) {
-                        *d = a + f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-                    }
-                }
-            },
-            Wire::Bf16 | Wire::Fp16 => {
-                // Decode a block at a time (the slice conversions use the
-                // CPU's conversion instructions where it has them).
-                const BLOCK: usize = 1024;
-                let mut tmp = [0.0f32; BLOCK];
-                let step = BLOCK * 2;
-                for ((d, o), inc) in dst
-                    .chunks_mut(BLOCK)
-                    .zip(own.chunks(BLOCK))
-                    .zip(incoming.chunks(step))
-                {
-                    let t = &mut tmp[..d.len()];
-                    self.decode(inc, t);
-                    for ((d, &a), &b) in d.iter_mut().zip(o).zip(t.iter()) {
-                        *d = a + b;
-                    }
-                }
+        self.for_decoded(incoming, |off, inc| {
+            let (d, o) = (&mut dst[off..off + inc.len()], &own[off..off + inc.len()]);
+            for ((d, &a), &b) in d.iter_mut().zip(o).zip(inc) {
+                *d = a + b;
             }
-        }
+        });
     }
 
     /// `acc[i] += incoming[i]` (`incoming` in wire bytes), in `f32`.
     pub(crate) fn add_in_place(self, acc: &mut [f32], incoming: &[u8]) {
         debug_assert_eq!(incoming.len(), acc.len() * self.bytes_per_value());
-        match self {
-            Wire::F32 => match bytemuck::try_cast_slice::<u8, f32>(incoming) {
-                Ok(inc) => {
-                    for (a, &b) in acc.iter_mut().zip(inc) {
-                        *a += b;
-                    }
-                }
-                Err(_) => {
-                    for (a, b) in acc.iter_mut().zip(incoming.chunks_exact(4)) {
-                        *a += f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-                    }
-                }
-            },
-            Wire::Bf16 | Wire::Fp16 => {
-                const BLOCK: usize = 1024;
-                let mut tmp = [0.0f32; BLOCK];
-                for (a, inc) in acc.chunks_mut(BLOCK).zip(incoming.chunks(BLOCK * 2)) {
-                    let t = &mut tmp[..a.len()];
-                    self.decode(inc, t);
-                    for (a, &b) in a.iter_mut().zip(t.iter()) {
-                        *a += b;
-                    }
-                }
+        self.for_decoded(incoming, |off, inc| {
+            for (a, &b) in acc[off..off + inc.len()].iter_mut().zip(inc) {
+                *a += b;
             }
-        }
+        });
     }
 
     /// `dst` (wire bytes) = `own + incoming` rounded to this format: a
     /// partial sum passed on to the next rank.
     pub(crate) fn add_encode(self, own: &[f32], incoming: &[u8], dst: &mut [u8]) {
-        match self {
-            Wire::F32 => match bytemuck::try_cast_slice_mut::<u8, f32>(dst) {
-                Ok(d) => self.add(own, incoming, d),
-                Err(_) => {
-                    let mut sum = vec![0.0f32; own.len()];
-                    self.add(own, incoming, &mut sum);
-                    self.encode(&sum, dst);
-                }
-            },
-            Wire::Bf16 | Wire::Fp16 => {
-                const BLOCK: usize = 1024;
-                let mut tmp = [0.0f32; BLOCK];
-                let step = BLOCK * 2;
-                for ((d, o), inc) in dst
-                    .chunks_mut(step)
-                    .zip(own.chunks(BLOCK))
-                    .zip(incoming.chunks(step))
-                {
-                    let t = &mut tmp[..o.len()];
-                    self.add(o, inc, t);
-                    self.encode(t, d);
-                }
+        if self == Wire::F32 {
+            if let Ok(d) = bytemuck::try_cast_slice_mut::<u8, f32>(dst) {
+                return self.add(own, incoming, d);
             }
         }
+        const BLOCK: usize = 1024;
+        let mut sum = [0.0f32; BLOCK];
+        let es = self.bytes_per_value();
+        self.for_decoded(incoming, |off, inc| {
+            for (k, (o, i)) in own[off..off + inc.len()]
+                .chunks(BLOCK)
+                .zip(inc.chunks(BLOCK))
+                .enumerate()
+            {
+                let t = &mut sum[..o.len()];
+                for ((t, &a), &b) in t.iter_mut().zip(o).zip(i) {
+                    *t = a + b;
+                }
+                let at = (off + k * BLOCK) * es;
+                self.encode(t, &mut dst[at..at + t.len() * es]);
+            }
+        });
     }
 }
 
@@ -299,6 +271,9 @@ mod tests {
             for i in 0..own.len() {
                 assert_eq!(sum[i], own[i] + dec[i], "{w} at {i}");
             }
+            let mut acc = own.clone();
+            w.add_in_place(&mut acc, ib);
+            assert_eq!(acc, sum, "{w}: in place");
             let mut ob = words(inc.len() * 4);
             let ob = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut ob)
                 [..inc.len() * w.bytes_per_value()];
