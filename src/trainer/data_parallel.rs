@@ -7,7 +7,7 @@ use super::overlap::Overlap;
 use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
-use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer};
+use crate::data::{Augmentation, BatchBuilder, Dataset, EpochShards, Normalizer, ShardPlan};
 use crate::error::{Error, Result};
 use crate::model::{BatchStats, Trainable};
 use crate::nn::Model;
@@ -113,11 +113,9 @@ pub struct Trainer<'c, M: Trainable = Model> {
     step: u64,
     /// Steps per epoch of the training set last trained on (0: none yet).
     steps_per_epoch: u64,
-    /// This rank's dataset indices for the current step (reused).
-    indices: Vec<usize>,
-    /// The permutation of the epoch in `perm_epoch`.
-    perm: Vec<usize>,
-    perm_epoch: Option<u64>,
+    /// This rank's shards of the epoch being trained (the epoch's
+    /// permutation, computed once per epoch).
+    shards: Option<EpochShards>,
     /// This rank's step times in the current epoch.
     times: Vec<StepTimes>,
     /// Per step of the last epoch, the split over all ranks.
@@ -211,9 +209,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             epoch: 0,
             step: 0,
             steps_per_epoch: 0,
-            indices: Vec::new(),
-            perm: Vec::new(),
-            perm_epoch: None,
+            shards: None,
             times: Vec::new(),
             critical: Vec::new(),
             steps_run: 0,
@@ -378,12 +374,15 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                 self.epoch + 1
             )));
         }
-        if self.perm_epoch != Some(self.epoch) {
-            self.perm = epoch_permutation(train.len(), self.cfg.seed, self.epoch);
-            self.perm_epoch = Some(self.epoch);
-        }
-        let per_rank = gb / size;
-        let shard = rank * per_rank..(rank + 1) * per_rank;
+        // The data set's one sharding rule (`data::shard`): the same
+        // permutation on every rank, equal contiguous shares of each global
+        // batch (the configuration has checked that the ranks divide it),
+        // the last partial global batch dropped.
+        let plan = ShardPlan::new(train.len(), gb, true, self.cfg.seed, rank, size)?;
+        let shards = match self.shards.take() {
+            Some(e) if e.epoch() == self.epoch && *e.plan() == plan => e,
+            _ => plan.epoch(self.epoch),
+        };
         self.times.clear();
         let (mut loss_sum, mut correct, mut images) = (0.0f64, 0usize, 0usize);
         let mut lr = 0.0;
@@ -394,22 +393,13 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
                 break;
             }
-            let base = s as usize * gb;
-            self.indices.clear();
-            self.indices
-                .extend_from_slice(&self.perm[base + shard.start..base + shard.end]);
+            let shard = shards.step(s as usize)?;
             let started = std::time::Instant::now();
             // The builder leaves `self` while its batch is borrowed by the
             // step (and comes back whatever the step's outcome).
             let mut builder = batch_builder(self.batches.take(), norm, self.cfg.augment)?;
             let outcome = builder
-                .fill_train(
-                    train,
-                    &self.indices,
-                    self.cfg.seed,
-                    self.epoch,
-                    base + shard.start,
-                )
+                .fill_shard(train, &shard)
                 .and_then(|batch| {
                     let fill = started.elapsed().as_secs_f64();
                     let mut out = self.step(batch.images, batch.labels)?;
@@ -436,6 +426,9 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                 times: out.times,
             });
         }
+        // The epoch's permutation is kept for the rest of the epoch (a
+        // `max_steps` stop, or the next call).
+        self.shards = Some(shards);
         // Rank 0's wall clock, so that the report is the same on every rank.
         let mut seconds = [epoch_start.elapsed().as_secs_f64() as f32];
         self.comm.broadcast_f32(0, &mut seconds)?;
