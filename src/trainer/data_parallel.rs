@@ -398,15 +398,13 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             // The builder leaves `self` while its batch is borrowed by the
             // step (and comes back whatever the step's outcome).
             let mut builder = batch_builder(self.batches.take(), norm, self.cfg.augment)?;
-            let outcome = builder
-                .fill_shard(train, &shard)
-                .and_then(|batch| {
-                    let fill = started.elapsed().as_secs_f64();
-                    let mut out = self.step(batch.images, batch.labels)?;
-                    out.times.compute += fill;
-                    out.times.step += fill;
-                    Ok(out)
-                });
+            let outcome = builder.fill_shard(train, &shard).and_then(|batch| {
+                let fill = started.elapsed().as_secs_f64();
+                let mut out = self.step(batch.images, batch.labels)?;
+                out.times.compute += fill;
+                out.times.step += fill;
+                Ok(out)
+            });
             self.batches = Some(builder);
             let out = outcome?;
             self.times.push(out.times);
