@@ -239,7 +239,17 @@ impl EpochPrinter {
         // node ran (what the machine exposes).
         let show_ranks = r.ranks.len() > 1 || r.ranks.iter().any(|k| k.health.is_known());
         if show_ranks {
-            let ranks: Vec<String> = r.ranks.iter().map(rank_cell).collect();
+            let ranks: Vec<String> = r
+                .ranks
+                .iter()
+                .map(|k| {
+                    let share = r
+                        .shares
+                        .get(k.rank)
+                        .map_or(String::new(), |s| format!(" share {s}"));
+                    format!("{}{share}", rank_cell(k))
+                })
+                .collect();
             println!("  ranks: {}", ranks.join(" | "));
         }
         for w in r.ranks.iter().filter_map(|k| k.throttle_warning()) {

@@ -10,7 +10,7 @@ use ringsgd::data::{self, cifar, synthetic, DataIdentity, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::optim::SgdConfig;
 use ringsgd::parallel::ComputePool;
-use ringsgd::trainer::{MetricsCsv, StepTimes, TrainConfig, Trainer};
+use ringsgd::trainer::{Balance, MetricsCsv, StepTimes, TrainConfig, Trainer};
 use ringsgd::{Error, Result};
 
 use crate::cli::Args;
@@ -219,6 +219,12 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         // at their training size (a batch of 250 would add ~160 MB).
         eval_batch: (global_batch / comm.size()).max(1),
         peer_timeout: peer_timeout(args)?,
+        balance: match args.balance.as_str() {
+            "auto" => Balance::Auto {
+                every_steps: (args.balance_every > 0).then_some(args.balance_every),
+            },
+            _ => Balance::Off,
+        },
     };
     let mut trainer = Trainer::new(comm, pool, model, cfg)?;
     // Temperatures and clocks come from /sys; RINGSGD_SYSFS_ROOT reads a

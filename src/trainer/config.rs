@@ -4,6 +4,7 @@ use crate::collectives::{Algorithm, Wire};
 use crate::comm::watch::PeerTimeout;
 use crate::error::{Error, Result};
 use crate::optim::{LrSchedule, SgdConfig};
+use crate::trainer::balance::Balance;
 
 /// Settings of a data-parallel training run.
 ///
@@ -30,8 +31,8 @@ pub struct TrainConfig {
     pub base_lr: f32,
     /// Learning-rate schedule over global steps.
     pub schedule: LrSchedule,
-    /// Momentum, weight decay, Nesterov (the `lr` field is ignored: the
-    /// schedule sets it every step).
+    /// Momentum, weight decay, Nesterov (the learning rate is `base_lr`
+    /// and the schedule).
     pub sgd: SgdConfig,
     /// Gradient-averaging algorithm.
     pub algorithm: Algorithm,
@@ -62,6 +63,10 @@ pub struct TrainConfig {
     /// (it does not change the optimisation: a run may resume with another
     /// timeout), but all ranks must still agree on it.
     pub peer_timeout: Option<PeerTimeout>,
+    /// How the global batch is split over the ranks: equal shares, or
+    /// shares that follow each rank's measured speed (see
+    /// [`Balance`]).
+    pub balance: Balance,
 }
 
 impl TrainConfig {
@@ -106,6 +111,7 @@ impl TrainConfig {
             verify_every: None,
             eval_batch: global_batch.clamp(1, 128),
             peer_timeout: Some(PeerTimeout::default()),
+            balance: Balance::Off,
         }
     }
 
@@ -153,6 +159,12 @@ impl TrainConfig {
         if self.bucket_bytes == Some(0) {
             return Err(Error::invalid("bucket size must be at least 1 byte"));
         }
+        if let Balance::Auto {
+            every_steps: Some(0),
+        } = self.balance
+        {
+            return Err(Error::invalid("balance every 0 steps: give at least 1"));
+        }
         if self.verify_every == Some(0) {
             return Err(Error::invalid("verify-every must be at least 1"));
         }
@@ -198,6 +210,7 @@ impl TrainConfig {
         // identity of earlier runs (and their checkpoints) is unchanged.
         .chain((self.wire != Wire::F32).then(|| e("wire", self.wire.to_string())))
         .chain(self.bucket_bytes.map(|b| e("bucket_bytes", b.to_string())))
+        .chain((self.balance != Balance::Off).then(|| e("balance", self.balance.to_string())))
         .collect()
     }
 

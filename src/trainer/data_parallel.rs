@@ -14,6 +14,7 @@ use crate::model::{BatchStats, Trainable};
 use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::ComputePool;
+use crate::trainer::balance::{balanced_shares, equal_shares, grad_scale, Balance};
 use crate::trainer::config::TrainConfig;
 use crate::trainer::finite::all_finite;
 use crate::trainer::metrics::{EpochReport, EvalReport, RankReport, Straggler};
@@ -130,6 +131,29 @@ pub struct Trainer<'c, M: Trainable = Model> {
     health: NodeHealth,
     /// When `health` was last sampled.
     sampled_at: Option<std::time::Instant>,
+    /// Every rank's share of the global batch (equal unless
+    /// [`TrainConfig::balance`] moved them).
+    shares: Vec<usize>,
+    /// This rank's compute seconds and samples since the shares were last
+    /// decided.
+    since_decision: (f64, usize),
+    /// Rank 0: every rank's throughput (samples/s), smoothed over the
+    /// decisions (empty before the first).
+    rates: Vec<f64>,
+}
+
+/// Smallest predicted shortening of the step (a fraction) for which the
+/// shares change.
+const MIN_GAIN: f64 = 0.03;
+
+/// Weight of the earlier estimate when a rank's throughput is measured
+/// again (exponential smoothing over the decisions).
+const RATE_SMOOTHING: f64 = 0.5;
+
+/// Samples per second from `[compute seconds, samples]` (NaN when nothing
+/// was measured: [`balanced_shares`] then refuses, and the shares stay).
+fn rate(m: [f32; 2]) -> f64 {
+    m[1] as f64 / m[0] as f64
 }
 
 /// Seconds between two samples of the node's temperature and clock.
@@ -202,6 +226,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             pool.cores(),
             if pool.cores() == 1 { "" } else { "s" }
         );
+        let shares = equal_shares(cfg.global_batch, comm.size());
         Ok(Trainer {
             comm,
             pool,
@@ -226,6 +251,9 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             probe: HealthProbe::system(),
             health: NodeHealth::default(),
             sampled_at: None,
+            shares,
+            since_decision: (0.0, 0),
+            rates: Vec::new(),
         })
     }
 
@@ -414,7 +442,11 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
                 break;
             }
-            let shard = shards.step(s as usize)?;
+            let shard = if self.shares == equal_shares(gb, size) {
+                shards.step(s as usize)?
+            } else {
+                shards.step_with_shares(s as usize, &self.shares)?
+            };
             let started = std::time::Instant::now();
             // The builder leaves `self` while its batch is borrowed by the
             // step (and comes back whatever the step's outcome).
@@ -429,6 +461,8 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             self.batches = Some(builder);
             let out = outcome?;
             self.times.push(out.times);
+            self.since_decision.0 += out.times.compute;
+            self.since_decision.1 += out.stats.count;
             // Right after computing: the node's clock under load.
             if self
                 .sampled_at
@@ -443,6 +477,14 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             wire_bytes += out.wire_bytes;
             lr = out.lr;
             steps += 1;
+            if let Balance::Auto {
+                every_steps: Some(k),
+            } = self.cfg.balance
+            {
+                if self.step % k == 0 {
+                    self.rebalance()?;
+                }
+            }
             on_step(&StepProgress {
                 epoch: self.epoch + 1,
                 step_in_epoch: s + 1,
@@ -456,6 +498,10 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         // The epoch's permutation is kept for the rest of the epoch (a
         // `max_steps` stop, or the next call).
         self.shards = Some(shards);
+        let shares_used = self.shares.clone();
+        if self.cfg.balance == (Balance::Auto { every_steps: None }) && steps > 0 {
+            self.rebalance()?;
+        }
         // Rank 0's wall clock, so that the report is the same on every rank.
         let mut seconds = [epoch_start.elapsed().as_secs_f64() as f32];
         self.comm.broadcast_f32(0, &mut seconds)?;
@@ -491,6 +537,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             test: None,
             slowest,
             ranks,
+            shares: shares_used,
             wire_bytes,
             eval_seconds: None,
             checkpoint_seconds: None,
@@ -530,8 +577,13 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         };
         self.enter_phase(phase);
         let mut lap = Lap::start();
+        // Each rank's mean gradient weighted by its share: the average over
+        // the ranks is the mean over the global batch (1 with equal shares).
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        let scale = grad_scale(self.shares[rank], size, self.cfg.global_batch);
         let (stats, mut t, wire_bytes) = if let Some(ov) = self.overlap.as_mut() {
-            let (stats, o) = ov.step(self.comm, &mut self.model, &self.pool, input, labels)?;
+            let (stats, o) =
+                ov.step(self.comm, &mut self.model, &self.pool, input, labels, scale)?;
             lap.lap();
             // A non-finite loss comes from non-finite logits, whose gradient
             // is non-finite too: it reaches every rank in the averaged
@@ -545,6 +597,9 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             (stats, t, ov.bytes_sent() as u64)
         } else {
             let stats = self.model.train_step(&self.pool, input, labels)?;
+            if scale != 1.0 {
+                self.model.grads_mut().iter_mut().for_each(|g| *g *= scale);
+            }
             if !stats.loss_sum.is_finite() {
                 // Reaches every rank through the allreduce (see `finite`).
                 if let Some(g) = self.model.grads_mut().first_mut() {
@@ -624,13 +679,13 @@ impl<'c, M: Trainable> Trainer<'c, M> {
     /// the model.
     fn check_batch(&self, input: &ArrayView4<'_, f32>, labels: &[u8]) -> Result<()> {
         let b = input.dim().0;
-        let per_rank = self.cfg.per_rank_batch(self.comm.size());
+        let per_rank = self.shares[self.comm.rank()];
         if b != per_rank || labels.len() != b {
             return Err(Error::shape(
                 "batch",
                 format!(
                     "a step takes this rank's share of the global batch, {per_rank} samples \
-                     ({} / {} ranks) with one label each; got {b} samples and {} labels",
+                     (of {} over {} ranks) with one label each; got {b} samples and {} labels",
                     self.cfg.global_batch,
                     self.comm.size(),
                     labels.len()
@@ -821,6 +876,79 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                 self.cfg.base_lr
             ),
         }
+    }
+
+    /// Every rank's share of the global batch, in rank order (equal unless
+    /// [`TrainConfig::balance`] moved them); [`step`](Self::step) takes
+    /// this rank's.
+    pub fn shares(&self) -> &[usize] {
+        &self.shares
+    }
+
+    /// Decides new shares from every rank's compute time per sample since
+    /// the last decision (collective): rank 0 computes them
+    /// ([`balanced_shares`]) and every rank applies them from the next
+    /// step. The shares change only when the predicted step (the slowest
+    /// rank's share over its throughput) is at least `MIN_GAIN` shorter,
+    /// so that timing noise on equal boards does not move them.
+    fn rebalance(&mut self) -> Result<()> {
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        let mine = [self.since_decision.0 as f32, self.since_decision.1 as f32];
+        self.since_decision = (0.0, 0);
+        if size == 1 {
+            return Ok(());
+        }
+        let mut decided: Vec<f32> = self.shares.iter().map(|&s| s as f32).collect();
+        if rank == 0 {
+            let mut measured = vec![rate(mine)];
+            for src in 1..size {
+                let mut m = [0.0f32; 2];
+                self.comm.recv_f32(src, &mut m)?;
+                measured.push(rate(m));
+            }
+            // Smoothed over the decisions: a few noisy steps (a shared
+            // machine, a cgroup quota's periods) do not swing the shares.
+            if self.rates.len() == size {
+                for (old, new) in self.rates.iter_mut().zip(&measured) {
+                    if new.is_finite() && *new > 0.0 {
+                        *old = RATE_SMOOTHING * *old + (1.0 - RATE_SMOOTHING) * new;
+                    }
+                }
+            } else {
+                self.rates = measured;
+            }
+            let rates = &self.rates;
+            let step_s = |shares: &[usize]| {
+                shares
+                    .iter()
+                    .zip(rates)
+                    .map(|(&s, &r)| s as f64 / r)
+                    .fold(0.0, f64::max)
+            };
+            if let Ok(new) = balanced_shares(self.cfg.global_batch, rates) {
+                if step_s(&new) < (1.0 - MIN_GAIN) * step_s(&self.shares) {
+                    decided = new.iter().map(|&s| s as f32).collect();
+                }
+            }
+        } else {
+            self.comm.send_f32(0, &mine)?;
+        }
+        self.comm.broadcast_f32(0, &mut decided)?;
+        let decided: Vec<usize> = decided.iter().map(|&s| s as usize).collect();
+        if decided != self.shares {
+            info!(
+                "rank {rank}: batch shares {} (were {})",
+                crate::trainer::balance::format_shares(&decided),
+                crate::trainer::balance::format_shares(&self.shares)
+            );
+            self.shares = decided;
+        }
+        Ok(())
+    }
+
+    /// Sets the shares after a restore (see `resume`).
+    pub(crate) fn set_shares(&mut self, shares: Vec<usize>) {
+        self.shares = shares;
     }
 
     /// Sets the counters after a restore (see `resume`).

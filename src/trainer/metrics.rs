@@ -46,6 +46,9 @@ pub struct EpochReport {
     pub slowest: Option<Straggler>,
     /// Every rank's epoch: host, compute, wait, temperature and clock.
     pub ranks: Vec<RankReport>,
+    /// Every rank's share of the global batch in the epoch's last step
+    /// (equal unless `TrainConfig::balance` moved them).
+    pub shares: Vec<usize>,
     /// Gradient bytes rank 0 put on the wire in the epoch (ring only; 0
     /// otherwise). Over the communication time (`times.allreduce +
     /// times.hidden`) this is the allreduce's bus bandwidth.

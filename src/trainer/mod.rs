@@ -19,6 +19,7 @@
 //!    update, so the weights and the last checkpoint stay good;
 //! 6. apply the same SGD update on every rank.
 
+mod balance;
 mod config;
 mod data_parallel;
 mod export;
@@ -28,6 +29,7 @@ mod overlap;
 mod resume;
 mod timing;
 
+pub use balance::{balanced_shares, equal_shares, grad_scale, Balance};
 pub use config::TrainConfig;
 pub use data_parallel::{StepOutcome, StepProgress, Trainer};
 pub use export::export_safetensors;

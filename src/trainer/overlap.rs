@@ -183,7 +183,8 @@ impl Overlap {
 
     /// Forward and backward of `model` on a batch while the buckets are
     /// averaged over `comm`'s ranks, in place, into
-    /// [`reduced`](Self::reduced).
+    /// [`reduced`](Self::reduced); this rank's gradient is weighted by
+    /// `scale` first (its share of the global batch, see `balance`).
     pub(crate) fn step<M: Trainable>(
         &mut self,
         comm: &dyn Communicator,
@@ -191,6 +192,7 @@ impl Overlap {
         pool: &ComputePool,
         images: ArrayView4<'_, f32>,
         labels: &[u8],
+        scale: f32,
     ) -> Result<(BatchStats, OverlapTimes)> {
         let (p, r) = (comm.size(), comm.rank());
         let t0 = Instant::now();
@@ -201,7 +203,7 @@ impl Overlap {
         let (seg, wire) = (self.segment_len, self.wire);
         let (tx, rx) = mpsc::channel::<Msg<'_>>();
         let result = self.worker.in_place_scope(|sc| {
-            sc.spawn(move |_| compute(model, pool, images, labels, plan, stage, tx));
+            sc.spawn(move |_| compute(model, pool, (images, labels), plan, stage, scale, tx));
             exchange::run(comm, |x| {
                 let mut scratch = scratch;
                 let mut rings: Vec<Option<RingAllreduce<'_>>> = (0..nb).map(|_| None).collect();
@@ -319,10 +321,10 @@ fn hidden_seconds(spans: &[(Instant, Option<Instant>)], computed: Instant) -> f6
 fn compute<'a, M: Trainable>(
     model: &mut M,
     pool: &ComputePool,
-    images: ArrayView4<'_, f32>,
-    labels: &[u8],
+    (images, labels): (ArrayView4<'_, f32>, &[u8]),
     plan: &BucketPlan,
     mut stage: Vec<Option<&'a mut [f32]>>,
+    scale: f32,
     tx: mpsc::Sender<Msg<'a>>,
 ) {
     let mut filled = vec![0usize; plan.buckets.len()];
@@ -330,7 +332,14 @@ fn compute<'a, M: Trainable>(
         let b = plan.bucket_of(off);
         let range = &plan.buckets[b];
         if let Some(dst) = stage[b].as_mut() {
-            dst[off - range.start..][..vals.len()].copy_from_slice(vals);
+            let dst = &mut dst[off - range.start..][..vals.len()];
+            if scale == 1.0 {
+                dst.copy_from_slice(vals);
+            } else {
+                for (d, &v) in dst.iter_mut().zip(vals) {
+                    *d = v * scale;
+                }
+            }
             filled[b] += vals.len();
             if filled[b] == range.len() {
                 if let Some(done) = stage[b].take() {

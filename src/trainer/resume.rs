@@ -15,6 +15,7 @@ use crate::checkpoint::{Checkpoint, OptimizerState};
 use crate::error::{Error, Result};
 use crate::model::Trainable;
 use crate::optim::Sgd;
+use crate::trainer::balance::{equal_shares, format_shares, parse_shares};
 use crate::trainer::data_parallel::Trainer;
 
 impl<M: Trainable> Trainer<'_, M> {
@@ -49,6 +50,10 @@ impl<M: Trainable> Trainer<'_, M> {
                 ("augment".into(), cfg.augment.to_string()),
                 ("schedule".into(), format!("{:?}", cfg.schedule)),
                 ("allreduce".into(), cfg.algorithm.to_string()),
+                // Where balancing had moved the batch shares: resumed as
+                // they were (on the same world size), so that resume is
+                // exact.
+                ("shares".into(), format_shares(self.shares())),
             ],
             ..Default::default()
         }
@@ -88,6 +93,23 @@ impl<M: Trainable> Trainer<'_, M> {
             }
         }
         comm.broadcast_bytes(0, &mut header)?;
+        // The batch shares (balance): the checkpoint's on the same world
+        // size and global batch, equal otherwise.
+        let (size, gb) = (comm.size(), self.config().global_batch);
+        let saved = root_ckpt.as_ref().and_then(|c| {
+            c.config
+                .iter()
+                .find(|(k, _)| k == "shares")
+                .and_then(|(_, v)| parse_shares(v, size, gb))
+        });
+        let mut shares: Vec<f32> = saved
+            .unwrap_or_else(|| equal_shares(gb, size))
+            .iter()
+            .map(|&s| s as f32)
+            .collect();
+        if header[0] == 1 {
+            comm.broadcast_f32(0, &mut shares)?;
+        }
         if header[0] != 1 {
             return Err(root_error.unwrap_or_else(|| {
                 Error::invalid("rank 0 could not restore the checkpoint (see rank 0's error)")
@@ -109,6 +131,7 @@ impl<M: Trainable> Trainer<'_, M> {
         comm.broadcast_f32(0, &mut momentum)?;
         restore_momentum(sgd, &momentum, initialized)?;
         self.set_position(epoch, step);
+        self.set_shares(shares.iter().map(|&s| s as usize).collect());
         info!("rank {rank}: resumed at epoch {epoch}, step {step}");
         Ok(())
     }
