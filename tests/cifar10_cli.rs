@@ -277,8 +277,15 @@ fn error_lines_of_ranks_failing_together_are_not_interleaved() {
         for l in lines {
             let ok = (0..4).any(|r| l.starts_with(&format!("rank {r}: error: ")))
                 || l.starts_with("error: ");
-            assert!(ok, "a line not started by one rank's prefix: {l:?}\n{stderr}");
-            assert_eq!(l.matches("error:").count(), 1, "two messages in one line: {l:?}");
+            assert!(
+                ok,
+                "a line not started by one rank's prefix: {l:?}\n{stderr}"
+            );
+            assert_eq!(
+                l.matches("error:").count(),
+                1,
+                "two messages in one line: {l:?}"
+            );
             assert!(l.contains(missing), "a message cut short: {l:?}");
         }
     }

@@ -17,6 +17,7 @@ mod conv;
 mod linear;
 mod loss;
 mod model;
+mod op;
 mod pool;
 mod scratch;
 pub mod spec;
