@@ -6,7 +6,7 @@ use super::overlap::Overlap;
 use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
-use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer};
+use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer, Shape};
 use crate::error::{Error, Result};
 use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
@@ -62,7 +62,7 @@ pub struct StepProgress {
 /// let losses = run_ranks(2, |comm| {
 ///     let model = Model::from_spec("conv3x3(4,p1) relu maxpool2 flatten linear(10)", [3, 32, 32], 1)?;
 ///     let mut cfg = TrainConfig::pinet_defaults(16, 1);
-///     cfg.augment = false;
+///     cfg.augment = None;
 ///     let mut trainer = Trainer::new(&comm, ComputePool::new(1)?, model, cfg)?;
 ///     let report = trainer.train_epoch(&data, &norm, &mut |_| {})?;
 ///     Ok(report.train_loss)
@@ -377,13 +377,9 @@ impl<'c> Trainer<'c> {
 
             let mut lap = Lap::start();
             let (seed, epoch) = (self.cfg.seed, self.epoch);
-            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment)?.fill_train(
-                train,
-                &self.indices,
-                seed,
-                epoch,
-                base + shard.start,
-            )?;
+            let input = self.model.input_chw();
+            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment, train, input)?
+                .fill_train(train, &self.indices, seed, epoch, base + shard.start)?;
             let (stats, mut t) = if let Some(ov) = self.overlap.as_mut() {
                 let fill = lap.lap();
                 let (stats, o) = ov.step(
@@ -520,7 +516,8 @@ impl<'c> Trainer<'c> {
         let mut start = lo;
         while start < hi {
             let end = (start + self.cfg.eval_batch).min(hi);
-            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment)?
+            let input = self.model.input_chw();
+            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment, data, input)?
                 .fill_eval_range(data, start..end)?;
             let stats = self
                 .model
@@ -641,15 +638,26 @@ impl<'c> Trainer<'c> {
 }
 
 /// The batch builder for `norm`, made on first use and remade when the
-/// normaliser changes (another data set).
+/// normaliser changes (another data set), after checking that the samples
+/// of `data` have the model's input shape `input`.
 fn batch_builder<'a>(
     slot: &'a mut Option<BatchBuilder>,
     norm: &Normalizer,
-    augment: bool,
+    augment: Option<Augmentation>,
+    data: &Dataset,
+    input: [usize; 3],
 ) -> Result<&'a mut BatchBuilder> {
+    if data.shape() != Shape::from(input) {
+        return Err(Error::invalid(format!(
+            "the data set's samples are {} but the model takes {} inputs: build the model for \
+             the data's shape (Model::from_spec(spec, {:?}, seed))",
+            data.shape(),
+            Shape::from(input),
+            data.shape().to_array()
+        )));
+    }
     if slot.as_ref().is_none_or(|b| b.normalizer() != norm) {
-        let aug = augment.then(Augmentation::standard);
-        *slot = Some(BatchBuilder::new(*norm, aug)?);
+        *slot = Some(BatchBuilder::new(norm.clone(), augment)?);
     }
     Ok(slot.as_mut().expect("just set"))
 }
