@@ -11,12 +11,16 @@
 //!   baselines (MPI's own allreduce, gather-to-root), written once against the
 //!   trait.
 //! * [`parallel`]: a compute pool of exactly the number of cores granted.
+//! * [`model`]: the [`Trainable`](model::Trainable) trait, what the trainer
+//!   needs from any model (flat parameters and gradients, the gradient of
+//!   the loss on a batch).
 //! * [`nn`]: a hand-written CNN (conv, pool, linear, loss) on `ndarray`, with
 //!   all parameters in one flat buffer.
 //! * [`optim`]: SGD with momentum, weight decay, Nesterov and LR schedules.
 //! * [`data`]: CIFAR-10 loading, augmentation, sharding.
 //! * [`checkpoint`]: checkpoints and safetensors export.
-//! * [`trainer`]: the data-parallel training loop.
+//! * [`trainer`]: the data-parallel training loop over any
+//!   [`Trainable`](model::Trainable) model.
 //!
 //! The speedup sweep behind `cargo bench --bench speedup` (launcher, tables,
 //! plots, cost model) is not part of the library: it lives with the bench in
@@ -31,6 +35,7 @@ pub mod comm;
 pub mod data;
 mod error;
 mod kernels;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod output;

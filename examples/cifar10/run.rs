@@ -201,7 +201,6 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         base_lr: args.lr.unwrap_or(0.05 * global_batch as f32 / 128.0),
         schedule: args.lr_schedule(spe)?,
         sgd: SgdConfig {
-            lr: args.lr.unwrap_or(0.05),
             momentum: args.momentum,
             weight_decay: args.weight_decay,
             nesterov: args.nesterov,

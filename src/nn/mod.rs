@@ -21,8 +21,9 @@ mod pool;
 mod scratch;
 pub mod spec;
 mod stack;
+mod trainable;
 
-pub use loss::BatchStats;
+pub use loss::{softmax_cross_entropy, BatchStats};
 pub use model::{GradSink, Model, ModelBuilder, OpProfile, TensorInfo};
 pub use spec::LayerSpec;
 

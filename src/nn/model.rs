@@ -9,31 +9,12 @@ use super::pool::PoolGeom;
 use super::scratch::{ScratchSizes, Slots};
 use super::spec::{format_spec, parse_spec, LayerSpec};
 use super::stack::{self, chunk_images, StackLayout};
+pub use crate::model::{GradSink, TensorInfo};
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
 use ndarray::{ArrayView2, ArrayView4};
 use rand::{RngExt, SeedableRng};
 use std::time::Instant;
-
-/// Where one parameter tensor lives in the flat buffers, in PyTorch layout.
-///
-/// Naming: the i-th convolution (1-based, in spec order) is `conv{i}`, the
-/// i-th linear layer `fc{i}`; each has `.weight` then `.bias`. Shapes are
-/// PyTorch's: conv weight `[out, in, kh, kw]`, bias `[out]`, linear weight
-/// `[out, in]`. So the flat buffer maps one-to-one onto the `state_dict` of
-/// a PyTorch module with attributes `conv1, conv2, .., fc1, fc2, ..`
-/// (`nn.Conv2d` / `nn.Linear`), in the same order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// Name, e.g. `conv1.weight`, `fc2.bias`.
-    pub name: String,
-    /// Shape (row-major).
-    pub shape: Vec<usize>,
-    /// Offset of the first element in [`Model::params`] / [`Model::grads`].
-    pub offset: usize,
-    /// Number of elements.
-    pub len: usize,
-}
 
 /// The tensors of layer `layer` (`conv1`, `fc2`, ...) placed at `offset`:
 /// `{layer}.weight` of `weight_shape` (outputs first, as in PyTorch), then
@@ -96,10 +77,6 @@ pub(super) struct Op {
     pub wlen: usize,
     pub blen: usize,
 }
-
-/// Receives each finished part of the gradient during backward: its offset
-/// in the flat gradient and its values (see [`Model::train_step_with`]).
-pub type GradSink<'a> = dyn FnMut(usize, &[f32]) + Send + 'a;
 
 /// Builds a [`Model`] layer by layer.
 ///
@@ -569,11 +546,18 @@ impl Model {
     }
 
     /// Parameters and gradients at once (optimiser step without a copy).
-    pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &[f32]) {
-        (&mut self.params, &self.grads)
+    pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.params, &mut self.grads)
     }
 
     /// Each parameter tensor's name, PyTorch shape and place in the buffers.
+    ///
+    /// Naming: the i-th convolution (1-based, in spec order) is `conv{i}`,
+    /// the i-th linear layer `fc{i}`; each has `.weight` then `.bias`.
+    /// Shapes are PyTorch's: conv weight `[out, in, kh, kw]`, bias `[out]`,
+    /// linear weight `[out, in]`. So the flat buffer maps one-to-one onto the
+    /// `state_dict` of a PyTorch module with attributes `conv1, conv2, ..,
+    /// fc1, fc2, ..` (`nn.Conv2d` / `nn.Linear`), in the same order.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }

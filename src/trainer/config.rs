@@ -98,7 +98,6 @@ impl TrainConfig {
                 total_steps: 0,
             },
             sgd: SgdConfig {
-                lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 5e-4,
                 nesterov: false,

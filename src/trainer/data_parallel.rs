@@ -1,13 +1,15 @@
 //! The data-parallel training loop.
 
 use log::{debug, info};
+use ndarray::ArrayView4;
 
 use super::overlap::Overlap;
 use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
-use crate::data::{epoch_permutation, Augmentation, BatchBuilder, Dataset, Normalizer, Shape};
+use crate::data::{Augmentation, BatchBuilder, Dataset, EpochShards, Normalizer, Shape, ShardPlan};
 use crate::error::{Error, Result};
+use crate::model::{BatchStats, Trainable};
 use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::ComputePool;
@@ -35,7 +37,21 @@ pub struct StepProgress {
     pub times: StepTimes,
 }
 
-/// Data-parallel SGD over any [`Communicator`].
+/// What one [`Trainer::step`] did on this rank.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    /// Loss and accuracy of this rank's share of the global batch.
+    pub stats: BatchStats,
+    /// Learning rate applied.
+    pub lr: f32,
+    /// This rank's time split of the step (batch assembly not included:
+    /// [`Trainer::train_epoch`] adds it to `compute`).
+    pub times: StepTimes,
+    /// Bytes this rank put on the wire for the gradient.
+    pub wire_bytes: u64,
+}
+
+/// Data-parallel SGD of any [`Trainable`] model over any [`Communicator`].
 ///
 /// Every rank holds a full replica of the model. Each step, rank `r` of `p`
 /// takes its contiguous `1/p` share of the global batch (the same
@@ -47,6 +63,12 @@ pub struct StepProgress {
 ///
 /// MPI calls happen on the thread that calls the trainer; forward and
 /// backward run in the [`ComputePool`].
+///
+/// The model is the crate's CNN ([`Model`], the default type parameter) or
+/// any type implementing [`Trainable`] (see [`crate::model`]). Training is
+/// [`train_epoch`](Self::train_epoch) over a [`Dataset`], or
+/// [`step`](Self::step) on batches the caller assembles; both run the same
+/// step.
 ///
 /// ```
 /// use ringsgd::comm::local::run_ranks;
@@ -70,10 +92,10 @@ pub struct StepProgress {
 /// assert_eq!(losses[0], losses[1]);
 /// # Ok(()) }
 /// ```
-pub struct Trainer<'c> {
+pub struct Trainer<'c, M: Trainable = Model> {
     comm: &'c dyn Communicator,
     pool: ComputePool,
-    model: Model,
+    model: M,
     sgd: Sgd,
     allreducer: Allreducer,
     /// Exact (f32) sums of the epoch's and the evaluation's statistics,
@@ -91,11 +113,9 @@ pub struct Trainer<'c> {
     step: u64,
     /// Steps per epoch of the training set last trained on (0: none yet).
     steps_per_epoch: u64,
-    /// This rank's dataset indices for the current step (reused).
-    indices: Vec<usize>,
-    /// The permutation of the epoch in `perm_epoch`.
-    perm: Vec<usize>,
-    perm_epoch: Option<u64>,
+    /// This rank's shards of the epoch being trained (the epoch's
+    /// permutation, computed once per epoch).
+    shards: Option<EpochShards>,
     /// This rank's step times in the current epoch.
     times: Vec<StepTimes>,
     /// Per step of the last epoch, the split over all ranks.
@@ -109,7 +129,7 @@ pub struct Trainer<'c> {
 /// deadline.
 const WARMUP_STEPS: u64 = 3;
 
-impl<'c> Trainer<'c> {
+impl<'c, M: Trainable> Trainer<'c, M> {
     /// Sets up a trainer on every rank (collective: all ranks must call it).
     ///
     /// Checks that all ranks were given the same configuration and model
@@ -118,7 +138,7 @@ impl<'c> Trainer<'c> {
     pub fn new(
         comm: &'c dyn Communicator,
         pool: ComputePool,
-        mut model: Model,
+        mut model: M,
         cfg: TrainConfig,
     ) -> Result<Self> {
         cfg.validate(comm.size())?;
@@ -129,11 +149,12 @@ impl<'c> Trainer<'c> {
         // Keyed, so that a mismatch names the settings that differ.
         let mut identity = cfg.entries();
         identity.extend([
-            ("model".to_string(), Some(model.spec().to_string())),
+            ("model".to_string(), Some(model.identity())),
             (
                 "input".to_string(),
-                Some(format!("{:?}", model.input_chw())),
+                Some(format!("{:?}", model.input_shape())),
             ),
+            ("classes".to_string(), Some(model.num_classes().to_string())),
             ("params".to_string(), Some(model.num_params().to_string())),
             ("world".to_string(), Some(comm.size().to_string())),
             (
@@ -143,7 +164,8 @@ impl<'c> Trainer<'c> {
         ]);
         let overlap = match cfg.bucket_bytes {
             Some(b) if comm.size() > 1 => Some(Overlap::new(
-                &model,
+                &model.grad_parts(),
+                model.num_params(),
                 comm.size(),
                 b,
                 Allreducer::DEFAULT_SEGMENT_BYTES,
@@ -187,9 +209,7 @@ impl<'c> Trainer<'c> {
             epoch: 0,
             step: 0,
             steps_per_epoch: 0,
-            indices: Vec::new(),
-            perm: Vec::new(),
-            perm_epoch: None,
+            shards: None,
             times: Vec::new(),
             critical: Vec::new(),
             steps_run: 0,
@@ -232,8 +252,14 @@ impl<'c> Trainer<'c> {
     }
 
     /// The model replica of this rank.
-    pub fn model(&self) -> &Model {
+    pub fn model(&self) -> &M {
         &self.model
+    }
+
+    /// The trainer's model, given back (to keep training it elsewhere, or
+    /// to export it).
+    pub fn into_model(self) -> M {
+        self.model
     }
 
     /// The optimiser (its momentum buffer is part of checkpoints).
@@ -348,12 +374,16 @@ impl<'c> Trainer<'c> {
                 self.epoch + 1
             )));
         }
-        if self.perm_epoch != Some(self.epoch) {
-            self.perm = epoch_permutation(train.len(), self.cfg.seed, self.epoch);
-            self.perm_epoch = Some(self.epoch);
-        }
-        let per_rank = gb / size;
-        let shard = rank * per_rank..(rank + 1) * per_rank;
+        // The data set's one sharding rule (`data::shard`): the same
+        // permutation on every rank, equal contiguous shares of each global
+        // batch (the configuration has checked that the ranks divide it),
+        // the last partial global batch dropped.
+        let plan = ShardPlan::new(train.len(), gb, true, self.cfg.seed, rank, size)?;
+        check_input_shape(train, self.model.input_shape())?;
+        let shards = match self.shards.take() {
+            Some(e) if e.epoch() == self.epoch && *e.plan() == plan => e,
+            _ => plan.epoch(self.epoch),
+        };
         self.times.clear();
         let (mut loss_sum, mut correct, mut images) = (0.0f64, 0usize, 0usize);
         let mut lr = 0.0;
@@ -364,105 +394,40 @@ impl<'c> Trainer<'c> {
             if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
                 break;
             }
-            let phase = if self.steps_run < WARMUP_STEPS {
-                Phase::Warmup
-            } else {
-                Phase::Train
-            };
-            self.enter_phase(phase);
-            let base = s as usize * gb;
-            self.indices.clear();
-            self.indices
-                .extend_from_slice(&self.perm[base + shard.start..base + shard.end]);
-
-            let mut lap = Lap::start();
-            let (seed, epoch) = (self.cfg.seed, self.epoch);
-            let input = self.model.input_chw();
-            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment, train, input)?
-                .fill_train(train, &self.indices, seed, epoch, base + shard.start)?;
-            let (stats, mut t) = if let Some(ov) = self.overlap.as_mut() {
-                let fill = lap.lap();
-                let (stats, o) = ov.step(
-                    self.comm,
-                    &mut self.model,
-                    &self.pool,
-                    batch.images,
-                    batch.labels,
-                )?;
-                lap.lap();
-                // A non-finite loss comes from non-finite logits, whose
-                // gradient is non-finite too: it reaches every rank in the
-                // averaged gradient (checked below).
-                let t = StepTimes {
-                    compute: fill + o.compute,
-                    allreduce: (o.end - o.compute).max(0.0),
-                    hidden: o.hidden,
-                    ..Default::default()
-                };
-                wire_bytes += ov.bytes_sent() as u64;
-                (stats, t)
-            } else {
-                let stats = self
-                    .model
-                    .train_step(&self.pool, batch.images, batch.labels)?;
-                if !stats.loss_sum.is_finite() {
-                    // Reaches every rank through the allreduce (see `finite`).
-                    if let Some(g) = self.model.grads_mut().first_mut() {
-                        *g = f32::NAN;
-                    }
-                }
-                let mut t = StepTimes {
-                    compute: lap.lap(),
-                    ..Default::default()
-                };
-                self.comm.barrier()?;
-                t.wait = lap.lap();
-                self.allreducer
-                    .allreduce_mean(self.comm, self.model.grads_mut())?;
-                t.allreduce = lap.lap();
-                wire_bytes += self.allreducer.last_bytes_sent() as u64;
-                (stats, t)
-            };
-            let averaged: &[f32] = match &self.overlap {
-                Some(ov) => ov.reduced(),
-                None => self.model.grads(),
-            };
-            if !all_finite(averaged) {
-                return Err(self.non_finite(s + 1, stats.loss_sum / stats.count.max(1) as f64));
-            }
-            lr = schedule.lr(self.cfg.base_lr, self.step);
-            match &self.overlap {
-                Some(ov) => self.sgd.step(self.model.params_mut(), ov.reduced(), lr)?,
-                None => {
-                    let (params, grads) = self.model.params_and_grads_mut();
-                    self.sgd.step(params, grads, lr)?;
-                }
-            }
-            t.compute += lap.lap();
-            t.step = t.compute + t.wait + t.allreduce;
-            self.times.push(t);
-
-            loss_sum += stats.loss_sum;
-            correct += stats.correct;
-            images += stats.count;
-            self.step += 1;
-            self.steps_run += 1;
+            let shard = shards.step(s as usize)?;
+            let started = std::time::Instant::now();
+            // The builder leaves `self` while its batch is borrowed by the
+            // step (and comes back whatever the step's outcome).
+            let mut builder = batch_builder(self.batches.take(), norm, self.cfg.augment)?;
+            let outcome = builder.fill_shard(train, &shard).and_then(|batch| {
+                let fill = started.elapsed().as_secs_f64();
+                let mut out = self.step(batch.images, batch.labels)?;
+                out.times.compute += fill;
+                out.times.step += fill;
+                Ok(out)
+            });
+            self.batches = Some(builder);
+            let out = outcome?;
+            self.times.push(out.times);
+            loss_sum += out.stats.loss_sum;
+            correct += out.stats.correct;
+            images += out.stats.count;
+            wire_bytes += out.wire_bytes;
+            lr = out.lr;
             steps += 1;
-            if let Some(k) = self.cfg.verify_every {
-                if self.step % k == 0 {
-                    self.verify_replicas()?;
-                }
-            }
             on_step(&StepProgress {
                 epoch: self.epoch + 1,
                 step_in_epoch: s + 1,
                 steps_per_epoch: spe,
                 global_step: self.step,
-                local_loss: stats.loss_sum / stats.count.max(1) as f64,
+                local_loss: out.stats.mean_loss(),
                 lr,
-                times: t,
+                times: out.times,
             });
         }
+        // The epoch's permutation is kept for the rest of the epoch (a
+        // `max_steps` stop, or the next call).
+        self.shards = Some(shards);
         // Rank 0's wall clock, so that the report is the same on every rank.
         let mut seconds = [epoch_start.elapsed().as_secs_f64() as f32];
         self.comm.broadcast_f32(0, &mut seconds)?;
@@ -505,6 +470,172 @@ impl<'c> Trainer<'c> {
         Ok(report)
     }
 
+    /// One synchronous data-parallel step (collective): forward and
+    /// backward on this rank's share of the global batch (`input` is
+    /// `[global_batch / ranks, C, H, W]`, `labels` one class per sample),
+    /// the gradients averaged over all ranks, the same SGD update applied
+    /// on every rank. [`train_epoch`](Self::train_epoch) calls this for
+    /// each step; call it directly to train on batches assembled elsewhere
+    /// (the learning rate follows the schedule at
+    /// [`global_step`](Self::global_step); a cosine schedule with
+    /// `total_steps: 0` needs an epoch length, so give it one).
+    ///
+    /// Errors (before any communication) if the batch does not match the
+    /// configuration or the model; with a non-finite averaged gradient the
+    /// update is not applied and the error is [`Error::NonFinite`] on every
+    /// rank.
+    pub fn step(&mut self, input: ArrayView4<'_, f32>, labels: &[u8]) -> Result<StepOutcome> {
+        self.check_batch(&input, labels)?;
+        let schedule = self.schedule(self.steps_per_epoch);
+        if matches!(schedule, LrSchedule::Cosine { total_steps: 0, .. }) {
+            return Err(Error::invalid(
+                "the cosine schedule has no length: set its total_steps (or train with \
+                 train_epoch, which takes it from the epochs and the training set)",
+            ));
+        }
+        schedule.validate()?;
+        let phase = if self.steps_run < WARMUP_STEPS {
+            Phase::Warmup
+        } else {
+            Phase::Train
+        };
+        self.enter_phase(phase);
+        let mut lap = Lap::start();
+        let (stats, mut t, wire_bytes) = if let Some(ov) = self.overlap.as_mut() {
+            let (stats, o) = ov.step(self.comm, &mut self.model, &self.pool, input, labels)?;
+            lap.lap();
+            // A non-finite loss comes from non-finite logits, whose gradient
+            // is non-finite too: it reaches every rank in the averaged
+            // gradient (checked below).
+            let t = StepTimes {
+                compute: o.compute,
+                allreduce: (o.end - o.compute).max(0.0),
+                hidden: o.hidden,
+                ..Default::default()
+            };
+            (stats, t, ov.bytes_sent() as u64)
+        } else {
+            let stats = self.model.train_step(&self.pool, input, labels)?;
+            if !stats.loss_sum.is_finite() {
+                // Reaches every rank through the allreduce (see `finite`).
+                if let Some(g) = self.model.grads_mut().first_mut() {
+                    *g = f32::NAN;
+                }
+            }
+            let mut t = StepTimes {
+                compute: lap.lap(),
+                ..Default::default()
+            };
+            self.comm.barrier()?;
+            t.wait = lap.lap();
+            self.allreducer
+                .allreduce_mean(self.comm, self.model.grads_mut())?;
+            t.allreduce = lap.lap();
+            (stats, t, self.allreducer.last_bytes_sent() as u64)
+        };
+        let averaged: &[f32] = match &self.overlap {
+            Some(ov) => ov.reduced(),
+            None => self.model.grads(),
+        };
+        if !all_finite(averaged) {
+            return Err(self.non_finite(stats.mean_loss()));
+        }
+        let lr = schedule.lr(self.cfg.base_lr, self.step);
+        // Elementwise, split over the pool: bitwise the same for any core
+        // count.
+        match &self.overlap {
+            Some(ov) => self
+                .sgd
+                .step_in(&self.pool, self.model.params_mut(), ov.reduced(), lr)?,
+            None => {
+                let (params, grads) = self.model.params_and_grads_mut();
+                self.sgd.step_in(&self.pool, params, grads, lr)?;
+            }
+        }
+        t.compute += lap.lap();
+        t.step = t.compute + t.wait + t.allreduce;
+        self.step += 1;
+        self.steps_run += 1;
+        if let Some(k) = self.cfg.verify_every {
+            if self.step % k == 0 {
+                self.verify_replicas()?;
+            }
+        }
+        Ok(StepOutcome {
+            stats,
+            lr,
+            times: t,
+            wire_bytes,
+        })
+    }
+
+    /// Forward only on one batch of this rank (no communication): its loss
+    /// and accuracy, in this trainer's compute pool. What
+    /// [`evaluate`](Self::evaluate) runs on each rank's part of a data set.
+    pub fn evaluate_batch(
+        &mut self,
+        input: ArrayView4<'_, f32>,
+        labels: &[u8],
+    ) -> Result<BatchStats> {
+        if labels.len() != input.dim().0 || labels.is_empty() {
+            return Err(Error::shape(
+                "batch",
+                format!(
+                    "{} samples with {} labels (need one label per sample, at least one)",
+                    input.dim().0,
+                    labels.len()
+                ),
+            ));
+        }
+        self.check_samples(&input, labels)?;
+        self.model.evaluate(&self.pool, input, labels)
+    }
+
+    /// This rank's share of a step checked against the configuration and
+    /// the model.
+    fn check_batch(&self, input: &ArrayView4<'_, f32>, labels: &[u8]) -> Result<()> {
+        let b = input.dim().0;
+        let per_rank = self.cfg.per_rank_batch(self.comm.size());
+        if b != per_rank || labels.len() != b {
+            return Err(Error::shape(
+                "batch",
+                format!(
+                    "a step takes this rank's share of the global batch, {per_rank} samples \
+                     ({} / {} ranks) with one label each; got {b} samples and {} labels",
+                    self.cfg.global_batch,
+                    self.comm.size(),
+                    labels.len()
+                ),
+            ));
+        }
+        self.check_samples(input, labels)
+    }
+
+    /// Samples checked against the model: their shape and their labels.
+    fn check_samples(&self, input: &ArrayView4<'_, f32>, labels: &[u8]) -> Result<()> {
+        let (_, c, h, w) = input.dim();
+        if [c, h, w] != self.model.input_shape() {
+            return Err(Error::shape(
+                "input",
+                format!(
+                    "the model '{}' takes samples of shape {:?}, the batch holds {:?}",
+                    self.model.identity(),
+                    self.model.input_shape(),
+                    [c, h, w]
+                ),
+            ));
+        }
+        let classes = self.model.num_classes();
+        if let Some(i) = labels.iter().position(|&l| usize::from(l) >= classes) {
+            return Err(Error::invalid(format!(
+                "label {} of sample {i} of the batch is out of range for the model's {classes} \
+                 classes",
+                labels[i]
+            )));
+        }
+        Ok(())
+    }
+
     /// Evaluates the model on `data` (collective): each rank takes a
     /// contiguous part of the set, and the sums are reduced over all ranks.
     pub fn evaluate(&mut self, data: &Dataset, norm: &Normalizer) -> Result<EvalReport> {
@@ -513,20 +644,24 @@ impl<'c> Trainer<'c> {
         let n = data.len();
         let (lo, hi) = (n * rank / size, n * (rank + 1) / size);
         let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+        check_input_shape(data, self.model.input_shape())?;
+        let mut builder = batch_builder(self.batches.take(), norm, self.cfg.augment)?;
         let mut start = lo;
-        while start < hi {
+        let mut outcome = Ok(());
+        while start < hi && outcome.is_ok() {
             let end = (start + self.cfg.eval_batch).min(hi);
-            let input = self.model.input_chw();
-            let batch = batch_builder(&mut self.batches, norm, self.cfg.augment, data, input)?
-                .fill_eval_range(data, start..end)?;
-            let stats = self
-                .model
-                .evaluate(&self.pool, batch.images, batch.labels)?;
-            loss_sum += stats.loss_sum;
-            correct += stats.correct;
-            count += stats.count;
+            outcome = builder
+                .fill_eval_range(data, start..end)
+                .and_then(|batch| self.evaluate_batch(batch.images, batch.labels))
+                .map(|stats| {
+                    loss_sum += stats.loss_sum;
+                    correct += stats.correct;
+                    count += stats.count;
+                });
             start = end;
         }
+        self.batches = Some(builder);
+        outcome?;
         let mut sums = [loss_sum as f32, correct as f32, count as f32];
         self.stats.allreduce_sum(self.comm, &mut sums)?;
         let images = sums[2] as usize;
@@ -611,10 +746,10 @@ impl<'c> Trainer<'c> {
 
     /// The error of a step whose averaged gradient is not finite (the same
     /// on every rank but for this rank's loss).
-    fn non_finite(&self, step_in_epoch: u64, local_loss: f64) -> Error {
+    fn non_finite(&self, local_loss: f64) -> Error {
         Error::NonFinite {
             epoch: self.epoch + 1,
-            step_in_epoch,
+            step_in_epoch: self.step_in_epoch() + 1,
             step: self.step + 1,
             msg: format!(
                 "the averaged gradient is not finite (mean loss of this rank's share: \
@@ -632,34 +767,37 @@ impl<'c> Trainer<'c> {
         self.step = step;
     }
 
-    pub(crate) fn parts_mut(&mut self) -> (&'c dyn Communicator, &mut Model, &mut Sgd) {
+    pub(crate) fn parts_mut(&mut self) -> (&'c dyn Communicator, &mut M, &mut Sgd) {
         (self.comm, &mut self.model, &mut self.sgd)
     }
 }
 
-/// The batch builder for `norm`, made on first use and remade when the
-/// normaliser changes (another data set), after checking that the samples
-/// of `data` have the model's input shape `input`.
-fn batch_builder<'a>(
-    slot: &'a mut Option<BatchBuilder>,
+/// The batch builder for `norm`: `slot`'s when it was made for `norm`, a
+/// new one otherwise (first use, or another data set).
+fn batch_builder(
+    slot: Option<BatchBuilder>,
     norm: &Normalizer,
     augment: Option<Augmentation>,
-    data: &Dataset,
-    input: [usize; 3],
-) -> Result<&'a mut BatchBuilder> {
-    if data.shape() != Shape::from(input) {
-        return Err(Error::invalid(format!(
-            "the data set's samples are {} but the model takes {} inputs: build the model for \
-             the data's shape (Model::from_spec(spec, {:?}, seed))",
-            data.shape(),
-            Shape::from(input),
-            data.shape().to_array()
-        )));
+) -> Result<BatchBuilder> {
+    match slot {
+        Some(b) if b.normalizer() == norm => Ok(b),
+        _ => BatchBuilder::new(norm.clone(), augment),
     }
-    if slot.as_ref().is_none_or(|b| b.normalizer() != norm) {
-        *slot = Some(BatchBuilder::new(norm.clone(), augment)?);
+}
+
+/// Errors unless the samples of `data` have the model's input shape
+/// `input`: checked before any batch of the data set is built.
+fn check_input_shape(data: &Dataset, input: [usize; 3]) -> Result<()> {
+    if data.shape() == Shape::from(input) {
+        return Ok(());
     }
-    Ok(slot.as_mut().expect("just set"))
+    Err(Error::invalid(format!(
+        "the data set's samples are {} but the model takes {} inputs: build the model for the \
+         data's shape (e.g. Model::from_spec(spec, {:?}, seed))",
+        data.shape(),
+        Shape::from(input),
+        data.shape().to_array()
+    )))
 }
 
 /// 64-bit FNV-1a over the bit patterns of `values`.

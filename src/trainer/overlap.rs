@@ -24,7 +24,7 @@ use crate::collectives::Wire;
 use crate::comm::exchange::{self, MAX_TAG};
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
-use crate::nn::{BatchStats, Model};
+use crate::model::{BatchStats, Trainable};
 use crate::parallel::ComputePool;
 
 /// How often the rings in flight are driven while this rank computes:
@@ -46,7 +46,7 @@ pub(crate) struct BucketPlan {
 
 impl BucketPlan {
     /// Groups `parts` (the model's gradient parts in backward order, see
-    /// [`Model::grad_parts`]) into buckets of at least `bucket_bytes` (the
+    /// [`Trainable::grad_parts`]) into buckets of at least `bucket_bytes` (the
     /// last one may be smaller). Parts that do not tile `0..n` from the top
     /// down make one bucket of everything.
     pub(crate) fn new(parts: &[Range<usize>], n: usize, bucket_bytes: usize) -> BucketPlan {
@@ -130,16 +130,17 @@ enum Msg<'a> {
 }
 
 impl Overlap {
-    /// Buffers for `model` on `ranks` ranks.
+    /// Buffers for a model of `n` parameters whose gradient comes in
+    /// `parts` ([`Trainable::grad_parts`]), on `ranks` ranks.
     pub(crate) fn new(
-        model: &Model,
+        parts: &[Range<usize>],
+        n: usize,
         ranks: usize,
         bucket_bytes: usize,
         segment_bytes: usize,
         wire: Wire,
     ) -> Result<Overlap> {
-        let n = model.num_params();
-        let plan = BucketPlan::new(&model.grad_parts(), n, bucket_bytes);
+        let plan = BucketPlan::new(parts, n, bucket_bytes);
         let tags = plan.buckets.len() as u64 * tags_per_ring(ranks) as u64;
         if tags > MAX_TAG as u64 + 1 {
             return Err(Error::invalid(format!(
@@ -183,10 +184,10 @@ impl Overlap {
     /// Forward and backward of `model` on a batch while the buckets are
     /// averaged over `comm`'s ranks, in place, into
     /// [`reduced`](Self::reduced).
-    pub(crate) fn step(
+    pub(crate) fn step<M: Trainable>(
         &mut self,
         comm: &dyn Communicator,
-        model: &mut Model,
+        model: &mut M,
         pool: &ComputePool,
         images: ArrayView4<'_, f32>,
         labels: &[u8],
@@ -315,8 +316,8 @@ fn hidden_seconds(spans: &[(Instant, Option<Instant>)], computed: Instant) -> f6
 /// The compute thread: backward, handing each bucket over when complete.
 /// Buckets not complete when the step fails are sent zero-filled, so that
 /// the peers' rings still finish; the error comes after them.
-fn compute<'a>(
-    model: &mut Model,
+fn compute<'a, M: Trainable>(
+    model: &mut M,
     pool: &ComputePool,
     images: ArrayView4<'_, f32>,
     labels: &[u8],

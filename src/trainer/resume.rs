@@ -13,18 +13,19 @@ use log::info;
 
 use crate::checkpoint::{Checkpoint, OptimizerState};
 use crate::error::{Error, Result};
+use crate::model::Trainable;
 use crate::optim::Sgd;
 use crate::trainer::data_parallel::Trainer;
 
-impl Trainer<'_> {
+impl<M: Trainable> Trainer<'_, M> {
     /// The state of the run at this point, to be saved by rank 0.
     pub fn to_checkpoint(&self) -> Checkpoint {
         let cfg = self.config();
         let model = self.model();
         let sgd = self.optimizer();
-        let [c, h, w] = model.input_chw();
+        let [c, h, w] = model.input_shape();
         Checkpoint {
-            model_spec: model.spec().to_string(),
+            model_spec: model.identity(),
             input_chw: [c as u32, h as u32, w as u32],
             params: model.params().to_vec(),
             optimizer: OptimizerState {
@@ -117,11 +118,11 @@ impl Trainer<'_> {
         let model = self.model();
         let bad =
             |msg: String| Error::invalid(format!("cannot resume from this checkpoint: {msg}"));
-        if c.model_spec != model.spec() {
+        if c.model_spec != model.identity() {
             return Err(bad(format!(
                 "it holds model '{}', this run builds '{}'",
                 c.model_spec,
-                model.spec()
+                model.identity()
             )));
         }
         let momentum_len = self.optimizer().momentum_buffer().len();
