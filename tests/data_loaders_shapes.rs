@@ -536,3 +536,30 @@ fn cifar100_bad_inputs_are_named_with_file_and_record() {
         "{msg}"
     );
 }
+
+/// The real Fashion-MNIST files (not in the repository; Debian's
+/// `dataset-fashion-mnist` package installs them): run with
+/// `RINGSGD_FASHION_MNIST=/path/to/folder cargo test --test
+/// data_loaders_shapes -- --ignored`. Defaults to
+/// `/usr/share/datasets/fashion-mnist`.
+#[test]
+#[ignore = "needs the real Fashion-MNIST files"]
+fn real_fashion_mnist_loads() {
+    let dir = std::env::var_os("RINGSGD_FASHION_MNIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
+    assert!(
+        dir.is_dir(),
+        "{} not found: set RINGSGD_FASHION_MNIST",
+        dir.display()
+    );
+    let data = mnist::load(&dir, mnist::Variant::Fashion).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (60_000, 10_000));
+    assert_eq!(data.train.shape(), Shape::MNIST);
+    assert_eq!(data.train.class_counts(), vec![6000; 10]);
+    assert_eq!(data.test.class_counts(), vec![1000; 10]);
+    let n = Normalizer::from_dataset(&data.train).unwrap();
+    // The published statistics of the training set: mean 0.2860, std 0.3530.
+    assert!((n.mean()[0] - 0.2860).abs() < 0.001, "{n:?}");
+    assert!((n.std()[0] - 0.3530).abs() < 0.001, "{n:?}");
+}
