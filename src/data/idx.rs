@@ -143,9 +143,9 @@ impl Reader {
                 )
             } else {
                 format!(
-                    "an IDX file of {} dimension(s), not {ndim} (an {} file?)",
+                    "an IDX file of {} dimension(s), not {ndim} ({} file?)",
                     magic[3],
-                    if magic[3] == 1 { "label" } else { "image" }
+                    if magic[3] == 1 { "a label" } else { "an image" }
                 )
             };
             return Err(data_err(
