@@ -19,6 +19,7 @@
 //! * [`optim`]: SGD with momentum, weight decay, Nesterov and LR schedules.
 //! * [`data`]: CIFAR-10 loading, augmentation, sharding.
 //! * [`checkpoint`]: checkpoints and safetensors export.
+//! * [`health`]: the node's CPU temperature and clock (throttling).
 //! * [`trainer`]: the data-parallel training loop over any
 //!   [`Trainable`](model::Trainable) model.
 //!
@@ -34,6 +35,7 @@ pub mod collectives;
 pub mod comm;
 pub mod data;
 mod error;
+pub mod health;
 mod kernels;
 pub mod model;
 pub mod nn;

@@ -218,6 +218,13 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         peer_timeout: peer_timeout(args)?,
     };
     let mut trainer = Trainer::new(comm, pool, model, cfg)?;
+    // Temperatures and clocks come from /sys; RINGSGD_SYSFS_ROOT reads a
+    // copy elsewhere (tests use a fake one).
+    if let Some(root) = std::env::var_os("RINGSGD_SYSFS_ROOT") {
+        trainer.set_health_probe(ringsgd::health::HealthProbe::with_root(
+            std::path::Path::new(&root),
+        ));
+    }
     if root {
         println!(
             "ringsgd cifar10: {} ({}) x {}, model {} ({} parameters), data {}, \
@@ -301,6 +308,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             );
         }
     }
+    let mut last_ranks = Vec::new();
     while !trainer.finished() {
         printer.start_epoch(trainer.epoch() + 1, spe, trainer.global_step());
         let mut report = trainer.train_epoch(&data.train, &data.norm, &mut |p| printer.step(p))?;
@@ -329,6 +337,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         })?;
         printer.finish_epoch(&report);
         printer.epoch_end_took(end_start.elapsed().as_secs_f64());
+        last_ranks = report.ranks;
     }
     let total_s = run_start.elapsed().as_secs_f64();
     trainer.enter_phase(Phase::Finish);
@@ -387,7 +396,15 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             );
         }
         if let Some(path) = &args.summary_json {
-            let summary = Summary::new(args, comm, &trainer, &all_times, peak_max, total_s);
+            let summary = Summary::new(
+                args,
+                comm,
+                &trainer,
+                &all_times,
+                peak_max,
+                total_s,
+                &last_ranks,
+            );
             summary.write(path)?;
         }
         // The last line, in every case.

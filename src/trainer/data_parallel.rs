@@ -9,13 +9,14 @@ use crate::comm::watch::Phase;
 use crate::comm::Communicator;
 use crate::data::{Augmentation, BatchBuilder, Dataset, EpochShards, Normalizer, Shape, ShardPlan};
 use crate::error::{Error, Result};
+use crate::health::{HealthProbe, NodeHealth};
 use crate::model::{BatchStats, Trainable};
 use crate::nn::Model;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::ComputePool;
 use crate::trainer::config::TrainConfig;
 use crate::trainer::finite::all_finite;
-use crate::trainer::metrics::{EpochReport, EvalReport, Straggler};
+use crate::trainer::metrics::{EpochReport, EvalReport, RankReport, Straggler};
 use crate::trainer::timing::{critical_path, Lap, StepTimes};
 
 /// Progress of one step, handed to the caller's callback (for progress bars).
@@ -123,7 +124,16 @@ pub struct Trainer<'c, M: Trainable = Model> {
     /// Steps this trainer object has run (the first ones get the warm-up
     /// deadline).
     steps_run: u64,
+    /// Reads this node's temperature and clock.
+    probe: HealthProbe,
+    /// This node over the current epoch.
+    health: NodeHealth,
+    /// When `health` was last sampled.
+    sampled_at: Option<std::time::Instant>,
 }
+
+/// Seconds between two samples of the node's temperature and clock.
+const HEALTH_EVERY_S: f64 = 1.0;
 
 /// Steps of a run (or a resumed run) watched with the [`Phase::Warmup`]
 /// deadline.
@@ -213,6 +223,9 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             times: Vec::new(),
             critical: Vec::new(),
             steps_run: 0,
+            probe: HealthProbe::system(),
+            health: NodeHealth::default(),
+            sampled_at: None,
         })
     }
 
@@ -249,6 +262,12 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                 msg: "rank 0 failed to write its files (see rank 0's error)".to_string(),
             }),
         }
+    }
+
+    /// Where this rank reads its node's temperature and clock (default: the
+    /// machine's `/sys`; see [`crate::health`]).
+    pub fn set_health_probe(&mut self, probe: HealthProbe) {
+        self.probe = probe;
     }
 
     /// The model replica of this rank.
@@ -385,6 +404,8 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             _ => plan.epoch(self.epoch),
         };
         self.times.clear();
+        self.health = NodeHealth::default();
+        self.sampled_at = None;
         let (mut loss_sum, mut correct, mut images) = (0.0f64, 0usize, 0usize);
         let mut lr = 0.0;
         let epoch_start = std::time::Instant::now();
@@ -409,6 +430,14 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             self.batches = Some(builder);
             let out = outcome?;
             self.times.push(out.times);
+            // Right after computing: the node's clock under load.
+            if self
+                .sampled_at
+                .is_none_or(|t| t.elapsed().as_secs_f64() >= HEALTH_EVERY_S)
+            {
+                self.health.add(&self.probe.sample());
+                self.sampled_at = Some(std::time::Instant::now());
+            }
             loss_sum += out.stats.loss_sum;
             correct += out.stats.correct;
             images += out.stats.count;
@@ -443,8 +472,8 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         }
         let mut sums = [loss_sum as f32, correct as f32, images as f32];
         self.stats.allreduce_sum(self.comm, &mut sums)?;
-        let slowest;
-        (self.critical, slowest) = self.critical_path_times()?;
+        let (slowest, ranks);
+        (self.critical, slowest, ranks) = self.critical_path_times()?;
         let total = self
             .critical
             .iter()
@@ -462,6 +491,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             times: total,
             test: None,
             slowest,
+            ranks,
             wire_bytes,
             eval_seconds: None,
             checkpoint_seconds: None,
@@ -691,19 +721,32 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         }
     }
 
-    /// For every step of the current epoch, the split over all ranks, and
-    /// the slowest rank (collective): rank 0 gathers every rank's times,
-    /// combines them with [`critical_path`] and broadcasts the result.
-    fn critical_path_times(&mut self) -> Result<(Vec<StepTimes>, Option<Straggler>)> {
+    /// For every step of the current epoch, the split over all ranks, the
+    /// slowest rank, and every rank's totals and node health (collective):
+    /// rank 0 gathers every rank's times, combines them with
+    /// [`critical_path`] and broadcasts the result.
+    fn critical_path_times(
+        &mut self,
+    ) -> Result<(Vec<StepTimes>, Option<Straggler>, Vec<RankReport>)> {
         let (rank, size) = (self.comm.rank(), self.comm.size());
-        let mine: Vec<f32> = self.times.iter().flat_map(|t| t.to_array()).collect();
+        let total = self
+            .times
+            .iter()
+            .fold(StepTimes::default(), |acc, t| acc.add(t));
+        let mut mine: Vec<f32> = self.times.iter().flat_map(|t| t.to_array()).collect();
         let steps = mine.len();
-        // The steps' splits, then the slowest rank, its compute and the mean.
-        let mut combined = vec![0.0f32; steps + 3];
+        // After the steps: this rank's compute total, the rest of its steps
+        // (waiting for the others and for the network), its node.
+        mine.extend([total.compute as f32, (total.wait + total.allreduce) as f32]);
+        mine.extend(self.health.to_array());
+        const EXTRA: usize = 8;
+        // The steps' splits, then the slowest rank, its compute and the
+        // mean, then every rank's extras.
+        let mut combined = vec![0.0f32; steps + 3 + EXTRA * size];
         if rank == 0 {
             let mut all = vec![mine];
             for src in 1..size {
-                let mut other = vec![0.0f32; steps];
+                let mut other = vec![0.0f32; steps + EXTRA];
                 self.comm.recv_f32(src, &mut other)?;
                 all.push(other);
             }
@@ -719,7 +762,13 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             }
             let compute: Vec<f64> = all
                 .iter()
-                .map(|a| a.iter().step_by(StepTimes::FIELDS).map(|&c| c as f64).sum())
+                .map(|a| {
+                    a[..steps]
+                        .iter()
+                        .step_by(StepTimes::FIELDS)
+                        .map(|&c| c as f64)
+                        .sum()
+                })
                 .collect();
             let (slow, &most) =
                 compute
@@ -727,7 +776,11 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                     .enumerate()
                     .fold((0, &compute[0]), |a, b| if b.1 > a.1 { b } else { a });
             let mean = compute.iter().sum::<f64>() / size as f64;
-            combined[steps..].copy_from_slice(&[slow as f32, most as f32, mean as f32]);
+            combined[steps..steps + 3].copy_from_slice(&[slow as f32, most as f32, mean as f32]);
+            for (r, a) in all.iter().enumerate() {
+                let at = steps + 3 + EXTRA * r;
+                combined[at..at + EXTRA].copy_from_slice(&a[steps..]);
+            }
         } else {
             self.comm.send_f32(0, &mine)?;
         }
@@ -741,7 +794,18 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             compute: combined[steps + 1] as f64,
             mean_compute: combined[steps + 2] as f64,
         });
-        Ok((split, slowest))
+        let ranks = combined[steps + 3..]
+            .chunks_exact(EXTRA)
+            .enumerate()
+            .map(|(r, e)| RankReport {
+                rank: r,
+                host: self.comm.host_name(r),
+                compute: e[0] as f64,
+                wait: e[1] as f64,
+                health: NodeHealth::from_array(&e[2..]),
+            })
+            .collect();
+        Ok((split, slowest, ranks))
     }
 
     /// The error of a step whose averaged gradient is not finite (the same

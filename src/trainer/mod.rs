@@ -31,5 +31,5 @@ mod timing;
 pub use config::TrainConfig;
 pub use data_parallel::{StepOutcome, StepProgress, Trainer};
 pub use export::export_safetensors;
-pub use metrics::{EpochReport, EvalReport, MetricsCsv, Straggler, METRICS_HEADER};
+pub use metrics::{EpochReport, EvalReport, MetricsCsv, RankReport, Straggler, METRICS_HEADER};
 pub use timing::{critical_path, median_times, peak_rss_bytes, StepTimes};
