@@ -1,10 +1,11 @@
 //! A warm training step (the trainer's own [`Trainer::step`]: forward,
-//! backward, allreduce, update) allocates nothing: counted with a global
-//! allocator.
-//! (Single test in its own binary so no other test allocates concurrently.)
+//! backward, allreduce, update) allocates nothing, and neither does a warm
+//! batch fill for data of any shape and kind: counted with a global
+//! allocator, per thread (so the two tests do not see each other's).
 
 use ndarray::Array4;
 use ringsgd::comm::local::LocalComm;
+use ringsgd::data::{synthetic, Augmentation, BatchBuilder, Dataset, Normalizer, Shape};
 use ringsgd::nn::Model;
 use ringsgd::optim::LrSchedule;
 use ringsgd::parallel::ComputePool;
@@ -97,5 +98,39 @@ fn warm_training_step_does_not_allocate() {
         } else {
             eprintln!("{n} allocations (inside rayon) in {STEPS} warm steps with {cores} cores");
         }
+    }
+}
+
+#[test]
+fn warm_batch_fills_do_not_allocate_for_any_shape() {
+    let mono = synthetic::generate_shaped(Shape::MNIST, 40, 1, 0).unwrap();
+    let cifar = synthetic::generate(40, 2);
+    let shape = Shape::new(3, 4, 5);
+    let values: Vec<f32> = (0..40 * shape.sample_len())
+        .map(|i| (i % 17) as f32)
+        .collect();
+    let labels: Vec<u8> = (0..40).map(|i| (i % 3) as u8).collect();
+    let tab = Dataset::new(shape, values, labels, 3).unwrap();
+    let idx: Vec<usize> = (0..32).map(|i| (i * 7) % 40).collect();
+    for ds in [&mono, &cifar, &tab] {
+        let norm = Normalizer::from_dataset(ds).unwrap();
+        let mut b = BatchBuilder::new(norm, Some(Augmentation::crop(2))).unwrap();
+        // Warm: the buffers grow to the batch and sample size once.
+        b.fill_train(ds, &idx, 1, 0, 0).unwrap();
+        b.fill_eval_range(ds, 0..32).unwrap();
+        let before = MINE.with(|c| c.get());
+        for epoch in 0..5 {
+            let batch = b.fill_train(ds, &idx, 1, epoch, 0).unwrap();
+            assert_eq!(batch.len(), 32);
+            b.fill_eval(ds, &idx[..10]).unwrap();
+            b.fill_eval_range(ds, 8..40).unwrap();
+        }
+        let mine = MINE.with(|c| c.get()) - before;
+        assert_eq!(
+            mine,
+            0,
+            "{mine} allocations in warm fills of {} data",
+            ds.shape()
+        );
     }
 }

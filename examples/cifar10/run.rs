@@ -6,7 +6,7 @@ use ringsgd::checkpoint::Checkpoint;
 use ringsgd::collectives::{ensure_agree_keyed, Algorithm};
 use ringsgd::comm::watch::{PeerTimeout, Phase};
 use ringsgd::comm::Communicator;
-use ringsgd::data::{self, cifar, synthetic, DataIdentity, Dataset, Normalizer};
+use ringsgd::data::{cifar, synthetic, Augmentation, DataIdentity, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::optim::SgdConfig;
 use ringsgd::parallel::ComputePool;
@@ -41,10 +41,7 @@ pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
         Data {
             train: synthetic::generate(n, args.seed ^ 0x5eed),
             test: synthetic::generate((n / 5).max(1), args.seed ^ 0x7e57),
-            norm: Normalizer {
-                mean: [0.0; 3],
-                std: [1.0; 3],
-            },
+            norm: Normalizer::identity(3),
             source: format!("synthetic ({n} images)"),
             identity: DataIdentity::default(),
         }
@@ -169,7 +166,7 @@ fn cores(args: &Args, comm: &dyn Communicator) -> usize {
 /// Trains on one rank; rank 0 prints and writes the files.
 pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let root = comm.rank() == 0;
-    let [c, h, w] = [data::CHANNELS, data::HEIGHT, data::WIDTH];
+    let [c, h, w] = data.train.shape().to_array();
     let model = if args.model == "pinet" {
         Model::pinet(args.seed)?
     } else {
@@ -213,7 +210,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         bucket_bytes: (args.bucket_kb > 0 && args.allreduce == Algorithm::Ring)
             .then(|| args.bucket_kb.saturating_mul(1024)),
         seed: args.seed,
-        augment: !args.no_augment,
+        augment: (!args.no_augment).then(Augmentation::standard),
         verify_every: (args.verify_every > 0).then_some(args.verify_every),
         // Evaluating in batches of the training share keeps the workspaces
         // at their training size (a batch of 250 would add ~160 MB).

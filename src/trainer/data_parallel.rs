@@ -7,7 +7,7 @@ use super::overlap::Overlap;
 use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
 use crate::comm::Communicator;
-use crate::data::{Augmentation, BatchBuilder, Dataset, EpochShards, Normalizer, ShardPlan};
+use crate::data::{Augmentation, BatchBuilder, Dataset, EpochShards, Normalizer, Shape, ShardPlan};
 use crate::error::{Error, Result};
 use crate::health::{HealthProbe, NodeHealth};
 use crate::model::{BatchStats, Trainable};
@@ -86,7 +86,7 @@ pub struct StepOutcome {
 /// let losses = run_ranks(2, |comm| {
 ///     let model = Model::from_spec("conv3x3(4,p1) relu maxpool2 flatten linear(10)", [3, 32, 32], 1)?;
 ///     let mut cfg = TrainConfig::pinet_defaults(16, 1);
-///     cfg.augment = false;
+///     cfg.augment = None;
 ///     let mut trainer = Trainer::new(&comm, ComputePool::new(1)?, model, cfg)?;
 ///     let report = trainer.train_epoch(&data, &norm, &mut |_| {})?;
 ///     Ok(report.train_loss)
@@ -426,6 +426,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         // batch (the configuration has checked that the ranks divide it),
         // the last partial global batch dropped.
         let plan = ShardPlan::new(train.len(), gb, true, self.cfg.seed, rank, size)?;
+        check_input_shape(train, self.model.input_shape())?;
         let shards = match self.shards.take() {
             Some(e) if e.epoch() == self.epoch && *e.plan() == plan => e,
             _ => plan.epoch(self.epoch),
@@ -728,6 +729,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         let n = data.len();
         let (lo, hi) = (n * rank / size, n * (rank + 1) / size);
         let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+        check_input_shape(data, self.model.input_shape())?;
         let mut builder = batch_builder(self.batches.take(), norm, self.cfg.augment)?;
         let mut start = lo;
         let mut outcome = Ok(());
@@ -967,12 +969,27 @@ impl<'c, M: Trainable> Trainer<'c, M> {
 fn batch_builder(
     slot: Option<BatchBuilder>,
     norm: &Normalizer,
-    augment: bool,
+    augment: Option<Augmentation>,
 ) -> Result<BatchBuilder> {
     match slot {
         Some(b) if b.normalizer() == norm => Ok(b),
-        _ => BatchBuilder::new(*norm, augment.then(Augmentation::standard)),
+        _ => BatchBuilder::new(norm.clone(), augment),
     }
+}
+
+/// Errors unless the samples of `data` have the model's input shape
+/// `input`: checked before any batch of the data set is built.
+fn check_input_shape(data: &Dataset, input: [usize; 3]) -> Result<()> {
+    if data.shape() == Shape::from(input) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the data set's samples are {} but the model takes {} inputs: build the model for the \
+         data's shape (e.g. Model::from_spec(spec, {:?}, seed))",
+        data.shape(),
+        Shape::from(input),
+        data.shape().to_array()
+    )))
 }
 
 /// 64-bit FNV-1a over the bit patterns of `values`.

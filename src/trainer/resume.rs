@@ -47,7 +47,7 @@ impl<M: Trainable> Trainer<'_, M> {
             world_size_at_save: self.comm().size() as u32,
             config: vec![
                 ("global_batch".into(), cfg.global_batch.to_string()),
-                ("augment".into(), cfg.augment.to_string()),
+                ("augment".into(), cfg.augment_label()),
                 ("schedule".into(), format!("{:?}", cfg.schedule)),
                 ("allreduce".into(), cfg.algorithm.to_string()),
                 // Where balancing had moved the batch shares: resumed as
