@@ -317,3 +317,23 @@ fn a_checkpoint_of_another_model_is_refused() {
         errors[0]
     );
 }
+
+#[test]
+fn image_augmentation_on_feature_vectors_is_refused() {
+    use ringsgd::data::Shape;
+    let x: Vec<f32> = (0..64 * 16).map(|i| (i % 7) as f32).collect();
+    let labels: Vec<u8> = (0..64).map(|i| (i % 4) as u8).collect();
+    let data = Dataset::new(Shape::new(16, 1, 1), x, labels, 4).unwrap();
+    let norm = Normalizer::from_dataset(&data).unwrap();
+    let e = run_ranks(1, |comm| {
+        let m = mlp::Mlp::new([16, 1, 1], 8, 4, 1)?;
+        // pinet_defaults crops with padding 4 and flips: for images.
+        let mut t = Trainer::new(&comm, ComputePool::new(1)?, m, cfg(16, 1))?;
+        Ok(t.train_epoch(&data, &norm, &mut |_| {})
+            .unwrap_err()
+            .to_string())
+    })
+    .unwrap()
+    .remove(0);
+    assert!(e.contains("16x1x1") && e.contains("augment"), "{e}");
+}

@@ -13,8 +13,9 @@
 //! mpirun -np 2 --bind-to none target/release/examples/custom_model
 //! ```
 //!
-//! It trains on synthetic CIFAR-shaped data ([`ringsgd::data::synthetic`]),
-//! checks itself (replicas bitwise identical every `--verify-every` steps,
+//! It trains on tabular data, `f32` feature vectors (a dataset of shape
+//! `features x 1 x 1`, normalised per feature by the library): synthetic
+//! Gaussian blobs, one per class, drawn from the seed. It checks itself (replicas bitwise identical every `--verify-every` steps,
 //! test accuracy at least `--min-accuracy`, a checkpoint written and
 //! restored into a fresh trainer giving the same weights) and ends with
 //! `test_accuracy=<fraction>`; exit code 1 on any failure.
@@ -22,8 +23,10 @@
 mod mlp;
 
 use clap::Parser;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use ringsgd::comm::Communicator;
-use ringsgd::data::{synthetic, Normalizer};
+use ringsgd::data::{Dataset, Normalizer, Shape};
 use ringsgd::model::Trainable;
 use ringsgd::parallel::ComputePool;
 use ringsgd::trainer::{export_safetensors, TrainConfig, Trainer};
@@ -35,12 +38,18 @@ struct Args {
     /// Run N ranks as threads of this process instead of the MPI world.
     #[arg(long)]
     local_ranks: Option<usize>,
-    /// Training images (synthetic, 10 classes).
+    /// Training samples (synthetic).
     #[arg(long, default_value_t = 4096)]
     train: usize,
-    /// Test images.
+    /// Test samples.
     #[arg(long, default_value_t = 1024)]
     test: usize,
+    /// Features per sample.
+    #[arg(long, default_value_t = 32)]
+    features: usize,
+    /// Classes.
+    #[arg(long, default_value_t = 8)]
+    classes: usize,
     /// Epochs.
     #[arg(long, default_value_t = 3)]
     epochs: u64,
@@ -103,23 +112,53 @@ fn run_world(args: &Args) -> Result<Option<f64>> {
     ringsgd::comm::local::run_ranks(1, |comm| train(&comm, args)).map(|r| r[0])
 }
 
+/// `n` samples of `args.features` features in `args.classes` classes: class
+/// `k` is a Gaussian blob (standard deviation 1) around a centre drawn
+/// uniformly in `[-1.5, 1.5]` per feature from the seed; `stream` keeps the
+/// training and test draws apart. Labels are `i % classes`.
+fn blobs(args: &Args, n: usize, stream: u64) -> Result<Dataset> {
+    use rand::RngExt;
+    let (f, k) = (args.features, args.classes);
+    let mut centres = ChaCha8Rng::seed_from_u64(args.seed);
+    let centre: Vec<f32> = (0..f * k)
+        .map(|_| centres.random_range(-1.5f32..1.5))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ (stream << 32));
+    let mut x = Vec::with_capacity(n * f);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = i % k;
+        for j in 0..f {
+            // Box-Muller: a standard normal from two uniforms.
+            let (u1, u2): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random_range(0.0..1.0));
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+            x.push(centre[c * f + j] + z);
+        }
+        labels.push(c as u8);
+    }
+    Dataset::new(Shape::new(f, 1, 1), x, labels, k)
+}
+
 /// Trains, evaluates and checks; the test accuracy (the same on every rank).
 fn train(comm: &dyn Communicator, args: &Args) -> Result<Option<f64>> {
     let root = comm.rank() == 0;
     // Every rank makes the same data from the seed (a real job loads its
     // files on each rank the same way).
-    let train = synthetic::generate_split(args.train, args.seed, 0);
-    let test = synthetic::generate_split(args.test, args.seed, 1);
+    let train = blobs(args, args.train, 1)?;
+    let test = blobs(args, args.test, 2)?;
     let norm = Normalizer::from_dataset(&train)?;
-    let model = mlp::Mlp::new([3, 32, 32], args.hidden, 10, args.seed)?;
+    let input = [args.features, 1, 1];
+    let model = mlp::Mlp::new(input, args.hidden, args.classes, args.seed)?;
     let mut cfg = TrainConfig::pinet_defaults(args.global_batch, args.epochs);
     cfg.seed = args.seed;
+    // Crops and flips are for images, not feature vectors.
+    cfg.augment = None;
     cfg.verify_every = (args.verify_every > 0).then_some(args.verify_every);
     let pool = ComputePool::new(args.cores)?;
     let mut trainer = Trainer::new(comm, pool, model, cfg.clone())?;
     if root {
         println!(
-            "custom_model: {} on {} rank(s), {} parameters, {} train / {} test images, global \
+            "custom_model: {} on {} rank(s), {} parameters, {} train / {} test samples, global \
              batch {}",
             trainer.model().identity(),
             comm.size(),
@@ -153,7 +192,7 @@ fn train(comm: &dyn Communicator, args: &Args) -> Result<Option<f64>> {
     trainer.verify_replicas()?;
     // A checkpoint restored into a fresh trainer gives the same weights.
     let ckpt = trainer.to_checkpoint();
-    let fresh = mlp::Mlp::new([3, 32, 32], args.hidden, 10, args.seed + 1)?;
+    let fresh = mlp::Mlp::new(input, args.hidden, args.classes, args.seed + 1)?;
     let mut restored = Trainer::new(comm, ComputePool::new(1)?, fresh, cfg)?;
     restored.restore_from_root(root.then(|| Ok(ckpt.clone())))?;
     if restored.weights_hash() != trainer.weights_hash() {

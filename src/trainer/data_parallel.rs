@@ -427,6 +427,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         // the last partial global batch dropped.
         let plan = ShardPlan::new(train.len(), gb, true, self.cfg.seed, rank, size)?;
         check_input_shape(train, self.model.input_shape())?;
+        check_augmentation(train, self.cfg.augment.as_ref())?;
         let shards = match self.shards.take() {
             Some(e) if e.epoch() == self.epoch && *e.plan() == plan => e,
             _ => plan.epoch(self.epoch),
@@ -990,6 +991,23 @@ fn check_input_shape(data: &Dataset, input: [usize; 3]) -> Result<()> {
         Shape::from(input),
         data.shape().to_array()
     )))
+}
+
+/// Refuses crops that would move most of a sample out of view (padding of
+/// at least half its height or width: feature vectors `F x 1 x 1`, tiny
+/// images), which would train on mostly padding, silently.
+fn check_augmentation(data: &Dataset, augment: Option<&Augmentation>) -> Result<()> {
+    let Some(a) = augment else { return Ok(()) };
+    let s = data.shape();
+    if a.pad > 0 && (2 * a.pad >= s.height || 2 * a.pad >= s.width) {
+        return Err(Error::invalid(format!(
+            "augmentation crops with {} pixels of padding, but the samples are {s}: the crop \
+             would leave mostly padding. Crops and flips are for images; train these samples \
+             without augmentation (TrainConfig::augment = None) or with a smaller padding",
+            a.pad
+        )));
+    }
+    Ok(())
 }
 
 /// 64-bit FNV-1a over the bit patterns of `values`.
