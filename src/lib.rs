@@ -11,6 +11,9 @@
 //!   baselines (MPI's own allreduce, gather-to-root), written once against the
 //!   trait.
 //! * [`parallel`]: a compute pool of exactly the number of cores granted.
+//! * [`kernels`]: which SIMD kernels (portable, AVX2+FMA, AVX-512) the
+//!   GEMM and convolutions run, chosen at run time; forced with
+//!   [`kernels::select_isa`] or `RINGSGD_KERNELS`.
 //! * [`nn`]: a hand-written CNN (conv, pool, linear, loss) on `ndarray`, with
 //!   all parameters in one flat buffer.
 //! * [`optim`]: SGD with momentum, weight decay, Nesterov and LR schedules.
@@ -30,7 +33,7 @@ pub mod collectives;
 pub mod comm;
 pub mod data;
 mod error;
-mod kernels;
+pub mod kernels;
 pub mod nn;
 pub mod optim;
 pub mod output;
