@@ -649,10 +649,12 @@ mod x86_dw512 {
 }
 
 /// Taps per tile of [`dw_taps_tile`].
+#[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
 pub(crate) const DW_TAPS: usize = 8;
 
 /// Operands of a [`dw_taps_tile`]: the padded images and the transposed,
 /// zero-padded output gradient.
+#[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DwTaps<'a> {
     /// Zero-padded input images, `x_img` floats apart.
