@@ -252,7 +252,7 @@ fn gemm_with<K: Kernel, A: PackA>(
     // contiguous and M is short. Only a ragged last panel is packed. Same
     // bits either way.
     let a_view = a.view().filter(|_| n <= DIRECT_A_MAX_N);
-    let b_direct = b.cs == 1 && m <= DIRECT_B_MAX_M;
+    let b_direct = b.cs == 1 && b.rs >= nr && m <= DIRECT_B_MAX_M;
     let mut tile = [0f32; MAX_TILE];
     for jc in (0..n).step_by(nc_max) {
         let nc = nc_max.min(n - jc);
