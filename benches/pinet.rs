@@ -1,4 +1,6 @@
-//! PiNet throughput with criterion: training step (forward + backward + SGD)
+//! PiNet throughput with criterion: training step (the trainer's own
+//! [`Trainer::step`](ringsgd::trainer::Trainer::step) on one rank: forward +
+//! backward + SGD)
 //! and forward-only images/s at batch 32 and 128 for cores = 1..available,
 //! and per-layer forward/backward times at batch 32 with GFLOP/s (criterion
 //! reports the layer benches' throughput in FLOP/s as "elem/s").
@@ -9,9 +11,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::Array4;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ringsgd::comm::local::LocalComm;
 use ringsgd::nn::Model;
-use ringsgd::optim::{Sgd, SgdConfig};
+use ringsgd::optim::LrSchedule;
 use ringsgd::parallel::ComputePool;
+use ringsgd::trainer::{TrainConfig, Trainer};
 use std::time::Duration;
 
 fn data(batch: usize) -> (Array4<f32>, Vec<u8>) {
@@ -39,25 +43,21 @@ fn throughput(c: &mut Criterion) {
             g.throughput(Throughput::Elements(batch as u64));
             for cores in 1..=max_cores() {
                 let pool = ComputePool::new(cores).unwrap();
-                let mut model = Model::pinet(1).unwrap();
-                let cfg = SgdConfig {
-                    lr: 0.05 * batch as f32 / 128.0,
-                    momentum: 0.9,
-                    weight_decay: 5e-4,
-                    nesterov: false,
-                };
-                let mut sgd = Sgd::new(cfg, model.num_params()).unwrap();
+                // The trainer's own step on one rank (what training runs).
+                let world = LocalComm::world(1).unwrap();
+                let mut cfg = TrainConfig::pinet_defaults(batch, 1);
+                cfg.schedule = LrSchedule::Constant;
+                let mut trainer =
+                    Trainer::new(&world[0], pool, Model::pinet(1).unwrap(), cfg).unwrap();
                 g.bench_with_input(
                     BenchmarkId::new(format!("b{batch}"), format!("cores{cores}")),
                     &cores,
                     |b, _| {
                         b.iter(|| {
                             if forward_only {
-                                model.evaluate(&pool, x.view(), &y).unwrap();
+                                trainer.evaluate_batch(x.view(), &y).unwrap();
                             } else {
-                                model.train_step(&pool, x.view(), &y).unwrap();
-                                let (p, gr) = model.params_and_grads_mut();
-                                sgd.step_in(&pool, p, gr, cfg.lr).unwrap();
+                                trainer.step(x.view(), &y).unwrap();
                             }
                         })
                     },

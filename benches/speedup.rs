@@ -19,8 +19,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use ringsgd_speedup::{
-    analyse, run_sweep, running_as_root, to_markdown, write_outputs, Launcher, ModelOptions,
-    ModelReport, RunSummary, SweepOptions, OUTPUT_FILES, USAGE,
+    analyse, per_rank_markdown, run_sweep, running_as_root, to_markdown, write_outputs, Launcher,
+    ModelOptions, ModelReport, RunSummary, SweepOptions, OUTPUT_FILES, USAGE,
 };
 
 fn main() -> ExitCode {
@@ -273,6 +273,13 @@ fn run(opts: &SweepOptions, local_cores: usize) -> Result<bool, String> {
     let written = write_outputs(&out_dir, &rows, model.as_ref()).map_err(|e| e.to_string())?;
     println!();
     print!("{}", to_markdown(&rows));
+    // Which node bent the curve: every rank's compute, wait, temperature
+    // and clock.
+    let per_rank = per_rank_markdown(&measurements);
+    if !per_rank.is_empty() {
+        println!("\nper rank (last epoch of each run):");
+        print!("{per_rank}");
+    }
     if let Some(m) = &model {
         println!();
         print!("{}", m.summary_text());

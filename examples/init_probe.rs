@@ -99,7 +99,6 @@ fn main() -> Result<()> {
         total_steps: spe,
     };
     let cfg = SgdConfig {
-        lr: 0.05,
         momentum: 0.9,
         weight_decay: 5e-4,
         nesterov: false,

@@ -14,12 +14,17 @@
 //! * [`kernels`]: which SIMD kernels (portable, AVX2+FMA, AVX-512) the
 //!   GEMM and convolutions run, chosen at run time; forced with
 //!   [`kernels::select_isa`] or `RINGSGD_KERNELS`.
+//! * [`model`]: the [`Trainable`](model::Trainable) trait, what the trainer
+//!   needs from any model (flat parameters and gradients, the gradient of
+//!   the loss on a batch).
 //! * [`nn`]: a hand-written CNN (conv, pool, linear, loss) on `ndarray`, with
 //!   all parameters in one flat buffer.
 //! * [`optim`]: SGD with momentum, weight decay, Nesterov and LR schedules.
 //! * [`data`]: CIFAR-10 loading, augmentation, sharding.
 //! * [`checkpoint`]: checkpoints and safetensors export.
-//! * [`trainer`]: the data-parallel training loop.
+//! * [`health`]: the node's CPU temperature and clock (throttling).
+//! * [`trainer`]: the data-parallel training loop over any
+//!   [`Trainable`](model::Trainable) model.
 //!
 //! The speedup sweep behind `cargo bench --bench speedup` (launcher, tables,
 //! plots, cost model) is not part of the library: it lives with the bench in
@@ -33,7 +38,9 @@ pub mod collectives;
 pub mod comm;
 pub mod data;
 mod error;
+pub mod health;
 pub mod kernels;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod output;

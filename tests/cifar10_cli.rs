@@ -259,3 +259,34 @@ fn bad_inputs_fail_cleanly() {
     fails_with(0, &["--model", MODEL], "--data");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Ranks that fail at the same moment print whole lines: each error line is
+/// one rank's, from its `rank N: error:` prefix to the end of its message
+/// (every rank writes a line in one call; `eprintln!` may write it in
+/// pieces, which interleaved mid-line under mpirun).
+#[test]
+fn error_lines_of_ranks_failing_together_are_not_interleaved() {
+    // Every rank refuses the same missing file, at once, before any work.
+    let missing = "/nonexistent/ringsgd/a-rather-long-path-so-that-a-line-written-in-pieces-would-interleave/cifar-10-binary.tar.gz";
+    for _ in 0..3 {
+        let out = run(4, &["--data", missing, "--epochs", "1"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+        assert!(!lines.is_empty(), "no error line:\n{stderr}");
+        for l in lines {
+            let ok = (0..4).any(|r| l.starts_with(&format!("rank {r}: error: ")))
+                || l.starts_with("error: ");
+            assert!(
+                ok,
+                "a line not started by one rank's prefix: {l:?}\n{stderr}"
+            );
+            assert_eq!(
+                l.matches("error:").count(),
+                1,
+                "two messages in one line: {l:?}"
+            );
+            assert!(l.contains(missing), "a message cut short: {l:?}");
+        }
+    }
+}

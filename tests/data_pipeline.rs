@@ -2,7 +2,7 @@
 
 use ringsgd::data::{
     epoch_permutation, shard_counts, shard_range, steps_per_epoch, synthetic, Augmentation,
-    BatchBuilder, Dataset, Normalizer, SampleAugment, ShardPlan, IMAGE_BYTES,
+    BatchBuilder, Dataset, Normalizer, SampleAugment, Shape, ShardPlan, IMAGE_BYTES,
 };
 use ringsgd::Error;
 
@@ -192,7 +192,7 @@ fn augmentation_matches_pad_crop_flip_reference() {
         flips += usize::from(a.flip);
         let img = ds.image(position % 4);
         let mut out = vec![0u8; IMAGE_BYTES];
-        a.apply(img, &mut out);
+        a.apply(Shape::CIFAR, img, &mut out);
         assert_eq!(
             out,
             reference_augment(img, &a),
@@ -215,7 +215,7 @@ fn batches_are_normalised_augmented_pixels_with_black_padding() {
     let ds = synthetic::generate(30, 4);
     let norm = Normalizer::from_dataset(&ds).unwrap();
     let aug = Augmentation::standard();
-    let mut b = BatchBuilder::new(norm, Some(aug)).unwrap();
+    let mut b = BatchBuilder::new(norm.clone(), Some(aug)).unwrap();
     let idx: Vec<usize> = (0..30).rev().collect();
     let (seed, epoch, first) = (9, 2, 100);
     let batch = b.fill_train(&ds, &idx, seed, epoch, first).unwrap();
@@ -271,7 +271,7 @@ fn augmentation_does_not_depend_on_the_split() {
     let norm = Normalizer::from_dataset(&ds).unwrap();
     let (gb, seed) = (12, 31);
     let single = ShardPlan::new(ds.len(), gb, false, seed, 0, 1).unwrap();
-    let mut whole = BatchBuilder::new(norm, Some(Augmentation::standard())).unwrap();
+    let mut whole = BatchBuilder::new(norm.clone(), Some(Augmentation::standard())).unwrap();
     for epoch in [0u64, 3] {
         let e1 = single.epoch(epoch);
         for step in 0..e1.steps() {
@@ -282,7 +282,8 @@ fn augmentation_does_not_depend_on_the_split() {
                 let mut got = Vec::new();
                 let mut got_labels = Vec::new();
                 for rank in 0..size {
-                    let mut part = BatchBuilder::new(norm, Some(Augmentation::standard())).unwrap();
+                    let mut part =
+                        BatchBuilder::new(norm.clone(), Some(Augmentation::standard())).unwrap();
                     let e = single.with_rank(rank, size).unwrap().epoch(epoch);
                     let shard = e.step(step).unwrap();
                     let b = part.fill_shard(&ds, &shard).unwrap();
@@ -299,7 +300,7 @@ fn augmentation_does_not_depend_on_the_split() {
 #[test]
 fn builder_reuses_its_buffers() {
     let ds = synthetic::generate(40, 6);
-    let mut b = BatchBuilder::new(Normalizer::identity(), Some(Augmentation::standard())).unwrap();
+    let mut b = BatchBuilder::new(Normalizer::identity(3), Some(Augmentation::standard())).unwrap();
     b.reserve(32);
     assert_eq!(b.capacity(), 32);
     let idx: Vec<usize> = (0..32).collect();
@@ -320,7 +321,7 @@ fn builder_reuses_its_buffers() {
     assert!(err.contains("index 40") && err.contains("entry 1"), "{err}");
     assert!(b.fill_eval_range(&ds, 30..41).is_err());
     assert!(BatchBuilder::new(
-        Normalizer::identity(),
+        Normalizer::identity(3),
         Some(Augmentation {
             pad: 17,
             hflip: true
@@ -340,12 +341,12 @@ fn normaliser_statistics_are_exact() {
     px[3072..4096].fill(255);
     px[4096..5120].fill(153);
     px[5120..6144].fill(102);
-    let ds = Dataset::new(px, vec![0, 1], 10).unwrap();
+    let ds = Dataset::cifar(px, vec![0, 1], 10).unwrap();
     let n = Normalizer::from_dataset(&ds).unwrap();
     let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
-    assert!(close(n.mean[0], 0.5) && close(n.std[0], 0.5), "{n:?}");
-    assert!(close(n.mean[1], 0.4) && close(n.std[1], 0.2), "{n:?}");
-    assert!(close(n.mean[2], 0.2) && close(n.std[2], 0.2), "{n:?}");
+    assert!(close(n.mean()[0], 0.5) && close(n.std()[0], 0.5), "{n:?}");
+    assert!(close(n.mean()[1], 0.4) && close(n.std()[1], 0.2), "{n:?}");
+    assert!(close(n.mean()[2], 0.2) && close(n.std()[2], 0.2), "{n:?}");
     assert_eq!(n.normalize(0, 255), 1.0);
     assert_eq!(n.lookup_table()[1][153], n.normalize(1, 153));
 
@@ -372,20 +373,20 @@ fn normaliser_statistics_are_exact() {
 
 #[test]
 fn normaliser_and_dataset_reject_bad_input() {
-    let empty = Dataset::new(Vec::new(), Vec::new(), 10).unwrap();
+    let empty = Dataset::cifar(Vec::new(), Vec::new(), 10).unwrap();
     assert!(Normalizer::from_dataset(&empty).is_err());
-    let flat = Dataset::new(vec![9u8; IMAGE_BYTES], vec![0], 10).unwrap();
+    let flat = Dataset::cifar(vec![9u8; IMAGE_BYTES], vec![0], 10).unwrap();
     assert!(Normalizer::from_dataset(&flat)
         .unwrap_err()
         .to_string()
         .contains("constant"));
-    assert!(Normalizer::new([0.0; 3], [1.0, 0.0, 1.0]).is_err());
-    assert!(Normalizer::new([f32::NAN, 0.0, 0.0], [1.0; 3]).is_err());
+    assert!(Normalizer::new(vec![0.0; 3], vec![1.0, 0.0, 1.0]).is_err());
+    assert!(Normalizer::new(vec![f32::NAN, 0.0, 0.0], vec![1.0; 3]).is_err());
 
-    assert!(Dataset::new(vec![0; IMAGE_BYTES + 1], vec![0], 10).is_err());
-    let err = Dataset::new(vec![0; 2 * IMAGE_BYTES], vec![0, 10], 10).unwrap_err();
+    assert!(Dataset::cifar(vec![0; IMAGE_BYTES + 1], vec![0], 10).is_err());
+    let err = Dataset::cifar(vec![0; 2 * IMAGE_BYTES], vec![0, 10], 10).unwrap_err();
     assert!(err.to_string().contains("record 1"), "{err}");
-    assert!(Dataset::new(Vec::new(), Vec::new(), 0).is_err());
+    assert!(Dataset::cifar(Vec::new(), Vec::new(), 0).is_err());
     let ds = synthetic::generate(5, 1);
     assert!(ds.subset(&[0, 5]).is_err());
     assert_eq!(ds.subset(&[4, 4]).unwrap().labels(), &[4, 4]);
@@ -460,4 +461,24 @@ fn synthetic_data_is_deterministic_balanced_and_learnable() {
         })
         .count();
     assert!(correct >= 180, "nearest centroid got {correct}/200");
+}
+
+/// The CIFAR pipeline is bitwise what it was before datasets had shapes
+/// (values computed on the 3x32x32-only code): synthetic images, the
+/// normaliser and an augmented batch.
+#[test]
+fn cifar_batches_are_pinned() {
+    let ds = synthetic::generate(64, 7);
+    assert_eq!(crc32fast::hash(ds.pixels().unwrap()), 0x07a8_2050);
+    let norm = Normalizer::from_dataset(&ds).unwrap();
+    assert_eq!(norm.mean(), &[0.34448397, 0.30009156, 0.29383352]);
+    assert_eq!(norm.std(), &[0.32515207, 0.2859762, 0.29511464]);
+    let mut b = BatchBuilder::new(norm, Some(Augmentation::standard())).unwrap();
+    let idx: Vec<usize> = (0..32).map(|i| (i * 5) % 64).collect();
+    let batch = b.fill_train(&ds, &idx, 3, 2, 100).unwrap();
+    let mut h = crc32fast::Hasher::new();
+    for v in batch.images.iter() {
+        h.update(&v.to_bits().to_le_bytes());
+    }
+    assert_eq!(h.finalize(), 0xf386_ae1b);
 }

@@ -215,3 +215,31 @@ fn benchmark_writes_the_documented_csv() {
     }
     assert!(out.contains("busbw"), "{out}");
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "mpi"),
+    ignore = "built without the `mpi` feature: the MPI test programs are not built"
+)]
+fn custom_model_example_trains_the_same_under_mpirun_as_in_process() {
+    // The example's own checks: replicas, checkpoint round trip, accuracy.
+    let args = ["--train", "1024", "--test", "256", "--epochs", "2"];
+    let mpi = mpirun("custom_model", 2, Transport::Default, &args);
+    let exe = example("custom_model");
+    let mut cmd = common::with_timeout(TIMEOUT_S);
+    cmd.arg(&exe).arg("--local-ranks").arg("2").args(args);
+    let local = check_output(
+        "custom_model --local-ranks 2",
+        cmd.output().expect("start custom_model"),
+    );
+    let acc = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("test_accuracy="))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no test_accuracy line in\n{out}"))
+    };
+    // The same training on both transports: bitwise the same weights, so
+    // the same accuracy (printed once, by rank 0).
+    assert_eq!(acc(&mpi), acc(&local), "{mpi}\n---\n{local}");
+    assert_eq!(mpi.matches("test_accuracy=").count(), 1, "{mpi}");
+}

@@ -126,7 +126,6 @@ fn tiny_network_overfits_tiny_dataset() {
     )
     .unwrap();
     let cfg = SgdConfig {
-        lr: 0.1,
         momentum: 0.9,
         weight_decay: 1e-4,
         nesterov: true,
@@ -140,7 +139,7 @@ fn tiny_network_overfits_tiny_dataset() {
     for step in 0..150 {
         let s = model.train_step(&pool, x.view(), &labels).unwrap();
         let (p, g) = model.params_and_grads_mut();
-        sgd.step(p, g, sched.lr(cfg.lr, step)).unwrap();
+        sgd.step(p, g, sched.lr(0.1, step)).unwrap();
         last = Some(s);
     }
     let s = model.evaluate(&pool, x.view(), &labels).unwrap();

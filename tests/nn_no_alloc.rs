@@ -1,10 +1,15 @@
-//! A warm training step allocates nothing: counted with a global allocator.
-//! (Single test in its own binary so no other test allocates concurrently.)
+//! A warm training step (the trainer's own [`Trainer::step`]: forward,
+//! backward, allreduce, update) allocates nothing, and neither does a warm
+//! batch fill for data of any shape and kind: counted with a global
+//! allocator, per thread (so the two tests do not see each other's).
 
 use ndarray::Array4;
+use ringsgd::comm::local::LocalComm;
+use ringsgd::data::{synthetic, Augmentation, BatchBuilder, Dataset, Normalizer, Shape};
 use ringsgd::nn::Model;
-use ringsgd::optim::{Sgd, SgdConfig};
+use ringsgd::optim::LrSchedule;
 use ringsgd::parallel::ComputePool;
+use ringsgd::trainer::{TrainConfig, Trainer};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,22 +60,20 @@ fn warm_training_step_does_not_allocate() {
         ((b + c * 3 + h * w) % 7) as f32 - 3.0
     });
     let labels = [0u8, 1, 2, 3, 0, 1];
-    let cfg = SgdConfig {
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        nesterov: false,
-    };
+    let mut cfg = TrainConfig::pinet_defaults(labels.len(), 1);
+    cfg.schedule = LrSchedule::Constant;
+    cfg.base_lr = 0.01;
+    // Verification is a collective of its own (it allocates its message).
+    cfg.verify_every = None;
+    let world = LocalComm::world(1).unwrap();
     for cores in [1, 2] {
         let pool = ComputePool::new(cores).unwrap();
-        let mut model = Model::from_spec(spec, [3, 16, 16], 0).unwrap();
-        let mut sgd = Sgd::new(cfg, model.num_params()).unwrap();
+        let model = Model::from_spec(spec, [3, 16, 16], 0).unwrap();
+        let mut trainer = Trainer::new(&world[0], pool, model, cfg.clone()).unwrap();
         // Warm-up: workspaces grow, and each pool thread makes its one-time
         // thread-local registrations (rayon/crossbeam) on its first steal.
         for _ in 0..5 {
-            model.train_step(&pool, x.view(), &labels).unwrap();
-            let (p, g) = model.params_and_grads_mut();
-            sgd.step_in(&pool, p, g, cfg.lr).unwrap();
+            trainer.step(x.view(), &labels).unwrap();
         }
         // One thread runs every closure of ours inline: nothing may
         // allocate. With a pool the same closures run on workers, and rayon
@@ -83,9 +86,7 @@ fn warm_training_step_does_not_allocate() {
         let before = ALLOCS.load(Ordering::Relaxed);
         let mine_before = MINE.with(|c| c.get());
         for _ in 0..STEPS {
-            model.train_step(&pool, x.view(), &labels).unwrap();
-            let (p, g) = model.params_and_grads_mut();
-            sgd.step_in(&pool, p, g, cfg.lr).unwrap();
+            trainer.step(x.view(), &labels).unwrap();
         }
         let n = ALLOCS.load(Ordering::Relaxed) - before;
         let mine = MINE.with(|c| c.get()) - mine_before;
@@ -97,5 +98,39 @@ fn warm_training_step_does_not_allocate() {
         } else {
             eprintln!("{n} allocations (inside rayon) in {STEPS} warm steps with {cores} cores");
         }
+    }
+}
+
+#[test]
+fn warm_batch_fills_do_not_allocate_for_any_shape() {
+    let mono = synthetic::generate_shaped(Shape::MNIST, 40, 1, 0).unwrap();
+    let cifar = synthetic::generate(40, 2);
+    let shape = Shape::new(3, 4, 5);
+    let values: Vec<f32> = (0..40 * shape.sample_len())
+        .map(|i| (i % 17) as f32)
+        .collect();
+    let labels: Vec<u8> = (0..40).map(|i| (i % 3) as u8).collect();
+    let tab = Dataset::new(shape, values, labels, 3).unwrap();
+    let idx: Vec<usize> = (0..32).map(|i| (i * 7) % 40).collect();
+    for ds in [&mono, &cifar, &tab] {
+        let norm = Normalizer::from_dataset(ds).unwrap();
+        let mut b = BatchBuilder::new(norm, Some(Augmentation::crop(2))).unwrap();
+        // Warm: the buffers grow to the batch and sample size once.
+        b.fill_train(ds, &idx, 1, 0, 0).unwrap();
+        b.fill_eval_range(ds, 0..32).unwrap();
+        let before = MINE.with(|c| c.get());
+        for epoch in 0..5 {
+            let batch = b.fill_train(ds, &idx, 1, epoch, 0).unwrap();
+            assert_eq!(batch.len(), 32);
+            b.fill_eval(ds, &idx[..10]).unwrap();
+            b.fill_eval_range(ds, 8..40).unwrap();
+        }
+        let mine = MINE.with(|c| c.get()) - before;
+        assert_eq!(
+            mine,
+            0,
+            "{mine} allocations in warm fills of {} data",
+            ds.shape()
+        );
     }
 }

@@ -127,6 +127,18 @@ pub struct Args {
     #[arg(long, value_name = "KIB", default_value_t = 1024)]
     pub bucket_kb: usize,
 
+    /// Shares of the global batch per rank: off (equal; runs are bitwise
+    /// reproducible) or auto (each rank's share follows its measured speed,
+    /// re-decided at every epoch end, or every --balance-every steps; for
+    /// mixed or throttling boards).
+    #[arg(long, value_name = "MODE", default_value = "off", value_parser = ["off", "auto"])]
+    pub balance: String,
+
+    /// With --balance auto: re-decide the shares every N steps instead of
+    /// at the end of each epoch (0: at the end of each epoch).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub balance_every: u64,
+
     /// Seed of the weights, the data order and the augmentation.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,

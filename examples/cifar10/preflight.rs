@@ -127,6 +127,11 @@ pub fn check_settings(args: &Args) -> Result<()> {
     if args.nesterov && args.momentum == 0.0 {
         return Err(Error::invalid("--nesterov needs --momentum > 0"));
     }
+    if args.balance_every > 0 && args.balance != "auto" {
+        return Err(Error::invalid(
+            "--balance-every needs --balance auto (the shares are equal with --balance off)",
+        ));
+    }
     args.lr_schedule(1)?;
     crate::limits::check_counts(args)?;
     crate::limits::check_node_memory(args)

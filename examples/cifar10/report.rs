@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ringsgd::comm::Communicator;
-use ringsgd::trainer::{median_times, EpochReport, StepProgress, StepTimes, Trainer};
+use ringsgd::trainer::{median_times, EpochReport, RankReport, StepProgress, StepTimes, Trainer};
 use ringsgd::{Error, Result};
-use ringsgd_speedup::RunSummary;
+use ringsgd_speedup::{RankSummary, RunSummary};
 
 use crate::cli::{Args, LogEvery};
 
@@ -182,6 +182,7 @@ impl EpochPrinter {
         }
         let test = r
             .test
+            .as_ref()
             .map(|t| format!(" test_loss {:.4} test_acc {:.4}", t.loss, t.accuracy))
             .unwrap_or_default();
         // Who the others waited for: the wait column is how long.
@@ -234,7 +235,46 @@ impl EpochPrinter {
             r.times.wait,
             r.times.allreduce
         );
+        // Per rank: where it runs, what it did, how hot and how fast its
+        // node ran (what the machine exposes).
+        let show_ranks = r.ranks.len() > 1 || r.ranks.iter().any(|k| k.health.is_known());
+        if show_ranks {
+            let ranks: Vec<String> = r
+                .ranks
+                .iter()
+                .map(|k| {
+                    let share = r
+                        .shares
+                        .get(k.rank)
+                        .map_or(String::new(), |s| format!(" share {s}"));
+                    format!("{}{share}", rank_cell(k))
+                })
+                .collect();
+            println!("  ranks: {}", ranks.join(" | "));
+        }
+        for w in r.ranks.iter().filter_map(|k| k.throttle_warning()) {
+            println!("warning: {w}");
+        }
     }
+}
+
+/// `0 (pi1) compute 46.8s waited 0.3s 61.2°C 1800/1800 MHz` (waited: for
+/// the others and the network).
+fn rank_cell(k: &RankReport) -> String {
+    let h = &k.health;
+    let mut cell = format!(
+        "{} ({}) compute {:.1}s waited {:.1}s",
+        k.rank, k.host, k.compute, k.wait
+    );
+    if let Some(t) = h.temp_max_c {
+        cell.push_str(&format!(" {t:.1}°C"));
+    }
+    match (h.mhz_mean, h.max_mhz) {
+        (Some(c), Some(m)) => cell.push_str(&format!(" {c:.0}/{m:.0} MHz")),
+        (Some(c), None) => cell.push_str(&format!(" {c:.0} MHz")),
+        _ => {}
+    }
+    cell
 }
 
 /// The `--summary-json` object: the speedup bench's
@@ -250,6 +290,7 @@ impl Summary {
         times: &[StepTimes],
         peak_rss_mib: f32,
         total_s: f64,
+        ranks: &[RankReport],
     ) -> Self {
         let warm = args
             .summary_warmup
@@ -279,6 +320,19 @@ impl Summary {
             images_per_sec: ips,
             peak_rss_bytes_max: (peak_rss_mib as f64 * 1024.0 * 1024.0) as u64,
             total_s,
+            per_rank: ranks
+                .iter()
+                .map(|k| RankSummary {
+                    rank: k.rank,
+                    host: k.host.clone(),
+                    compute_s: k.compute,
+                    waited_s: k.wait,
+                    temp_c: k.health.temp_max_c,
+                    mhz: k.health.mhz_mean,
+                    max_mhz: k.health.max_mhz,
+                    throttled: k.health.throttled(),
+                })
+                .collect(),
         })
     }
 

@@ -6,11 +6,11 @@ use ringsgd::checkpoint::Checkpoint;
 use ringsgd::collectives::{ensure_agree_keyed, Algorithm};
 use ringsgd::comm::watch::{PeerTimeout, Phase};
 use ringsgd::comm::Communicator;
-use ringsgd::data::{self, cifar, synthetic, DataIdentity, Dataset, Normalizer};
+use ringsgd::data::{cifar, synthetic, Augmentation, DataIdentity, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::optim::SgdConfig;
 use ringsgd::parallel::ComputePool;
-use ringsgd::trainer::{MetricsCsv, StepTimes, TrainConfig, Trainer};
+use ringsgd::trainer::{Balance, MetricsCsv, StepTimes, TrainConfig, Trainer};
 use ringsgd::{Error, Result};
 
 use crate::cli::Args;
@@ -41,10 +41,7 @@ pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
         Data {
             train: synthetic::generate(n, args.seed ^ 0x5eed),
             test: synthetic::generate((n / 5).max(1), args.seed ^ 0x7e57),
-            norm: Normalizer {
-                mean: [0.0; 3],
-                std: [1.0; 3],
-            },
+            norm: Normalizer::identity(3),
             source: format!("synthetic ({n} images)"),
             identity: DataIdentity::default(),
         }
@@ -169,7 +166,7 @@ fn cores(args: &Args, comm: &dyn Communicator) -> usize {
 /// Trains on one rank; rank 0 prints and writes the files.
 pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
     let root = comm.rank() == 0;
-    let [c, h, w] = [data::CHANNELS, data::HEIGHT, data::WIDTH];
+    let [c, h, w] = data.train.shape().to_array();
     let model = if args.model == "pinet" {
         Model::pinet(args.seed)?
     } else {
@@ -204,7 +201,6 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         base_lr: args.lr.unwrap_or(0.05 * global_batch as f32 / 128.0),
         schedule: args.lr_schedule(spe)?,
         sgd: SgdConfig {
-            lr: args.lr.unwrap_or(0.05),
             momentum: args.momentum,
             weight_decay: args.weight_decay,
             nesterov: args.nesterov,
@@ -214,14 +210,27 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         bucket_bytes: (args.bucket_kb > 0 && args.allreduce == Algorithm::Ring)
             .then(|| args.bucket_kb.saturating_mul(1024)),
         seed: args.seed,
-        augment: !args.no_augment,
+        augment: (!args.no_augment).then(Augmentation::standard),
         verify_every: (args.verify_every > 0).then_some(args.verify_every),
         // Evaluating in batches of the training share keeps the workspaces
         // at their training size (a batch of 250 would add ~160 MB).
         eval_batch: (global_batch / comm.size()).max(1),
         peer_timeout: peer_timeout(args)?,
+        balance: match args.balance.as_str() {
+            "auto" => Balance::Auto {
+                every_steps: (args.balance_every > 0).then_some(args.balance_every),
+            },
+            _ => Balance::Off,
+        },
     };
     let mut trainer = Trainer::new(comm, pool, model, cfg)?;
+    // Temperatures and clocks come from /sys; RINGSGD_SYSFS_ROOT reads a
+    // copy elsewhere (tests use a fake one).
+    if let Some(root) = std::env::var_os("RINGSGD_SYSFS_ROOT") {
+        trainer.set_health_probe(ringsgd::health::HealthProbe::with_root(
+            std::path::Path::new(&root),
+        ));
+    }
     if root {
         println!(
             "ringsgd cifar10: {} ({}) x {}, model {} ({} parameters), data {}, \
@@ -305,6 +314,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             );
         }
     }
+    let mut last_ranks = Vec::new();
     while !trainer.finished() {
         printer.start_epoch(trainer.epoch() + 1, spe, trainer.global_step());
         let mut report = trainer.train_epoch(&data.train, &data.norm, &mut |p| printer.step(p))?;
@@ -333,6 +343,7 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         })?;
         printer.finish_epoch(&report);
         printer.epoch_end_took(end_start.elapsed().as_secs_f64());
+        last_ranks = report.ranks;
     }
     let total_s = run_start.elapsed().as_secs_f64();
     trainer.enter_phase(Phase::Finish);
@@ -391,7 +402,15 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
             );
         }
         if let Some(path) = &args.summary_json {
-            let summary = Summary::new(args, comm, &trainer, &all_times, peak_max, total_s);
+            let summary = Summary::new(
+                args,
+                comm,
+                &trainer,
+                &all_times,
+                peak_max,
+                total_s,
+                &last_ranks,
+            );
             summary.write(path)?;
         }
         // The last line, in every case.

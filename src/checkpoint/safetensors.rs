@@ -22,6 +22,18 @@
 //! with shape `[out, in, kh, kw]`, `fc.weight` with shape `[out, in]`) the
 //! dict is a `state_dict` for `model.load_state_dict`.
 //!
+//! # Why not the `safetensors` crate
+//!
+//! The reference implementation (`safetensors` 0.8) serialises the
+//! `__metadata__` object in `HashMap` order, which is random per map: two
+//! exports of the same weights (with this crate's two metadata keys) differ
+//! in bytes, so an export could not be compared by its hash. It would also
+//! add 12 crates to the library (serde, serde_derive, serde_json,
+//! hashbrown, ...). It is a dev-dependency instead:
+//! `tests/safetensors_reference.rs` checks that it parses what we write to
+//! the same tensors and metadata, and that without metadata our bytes are
+//! exactly its serializer's.
+//!
 //! [safetensors]: https://github.com/huggingface/safetensors
 
 use std::collections::BTreeMap;

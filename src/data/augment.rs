@@ -10,18 +10,23 @@
 
 use rand_chacha::rand_core::Rng;
 
-use super::dataset::{CHANNELS, HEIGHT, IMAGE_BYTES, WIDTH};
+use super::dataset::Shape;
 use super::rng::{below, stream_rng, AUGMENT};
 use crate::{Error, Result};
 
 /// Largest supported crop padding.
 pub const MAX_PAD: usize = 16;
 
-/// The augmentation policy: a random `32x32` crop of the image zero-padded
-/// by `pad` pixels on each side, then (if `hflip`) a horizontal flip with
-/// probability 1/2. Like torchvision's `RandomCrop(32, padding=pad)` then
-/// `RandomHorizontalFlip()` on the raw image: padding pixels are black
-/// (byte 0) *before* normalisation.
+/// The augmentation policy: a random `H x W` crop of the `H x W` sample
+/// zero-padded by `pad` values on each side, then (if `hflip`) a horizontal
+/// flip with probability 1/2, for samples of any [`Shape`] (the same crop
+/// and flip for every channel). Like torchvision's `RandomCrop((H, W),
+/// padding=pad)` then `RandomHorizontalFlip()` on the raw image: padding
+/// pixels are black (byte 0, or `0.0` for `f32` data) *before*
+/// normalisation.
+///
+/// Flips suit photographs (CIFAR) but not digits or text, whose mirror
+/// image is another symbol: use [`Augmentation::crop`] for those.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Augmentation {
     /// Zero padding on each side before the crop (0 disables cropping).
@@ -43,6 +48,12 @@ impl Augmentation {
             pad: 4,
             hflip: true,
         }
+    }
+
+    /// Random crops with padding `pad` and no flip (for digits, where a
+    /// mirrored 2 is not a 2).
+    pub fn crop(pad: usize) -> Self {
+        Augmentation { pad, hflip: false }
     }
 
     /// Errors unless `pad <= MAX_PAD`.
@@ -111,35 +122,38 @@ impl SampleAugment {
         }
     }
 
-    /// Writes the augmented CHW image: `out[c][y][x] =
-    /// image[c][y + oy - pad][x' + ox - pad]` with `x' = 31 - x` when
-    /// flipped and `x` otherwise, and 0 where that falls outside the image.
+    /// Writes the augmented CHW sample of `shape` (`u8` pixels or `f32`
+    /// values): `out[c][y][x] = image[c][y + oy - pad][x' + ox - pad]` with
+    /// `x' = W - 1 - x` when flipped and `x` otherwise, and 0 where that
+    /// falls outside the image.
     ///
     /// # Panics
-    /// If `image` or `out` is not [`IMAGE_BYTES`] long.
-    pub fn apply(&self, image: &[u8], out: &mut [u8]) {
-        assert_eq!(image.len(), IMAGE_BYTES, "image must be 3x32x32 bytes");
-        assert_eq!(out.len(), IMAGE_BYTES, "output must be 3x32x32 bytes");
+    /// If `image` or `out` is not `shape.sample_len()` long.
+    pub fn apply<T: Copy + Default>(&self, shape: Shape, image: &[T], out: &mut [T]) {
+        let len = shape.sample_len();
+        assert_eq!(image.len(), len, "image must be {shape}");
+        assert_eq!(out.len(), len, "output must be {shape}");
+        let (height, width) = (shape.height, shape.width);
         let shift_y = self.offset_y as isize - self.pad as isize;
         let shift_x = self.offset_x as isize - self.pad as isize;
-        let plane = HEIGHT * WIDTH;
-        for c in 0..CHANNELS {
+        let plane = shape.plane();
+        for c in 0..shape.channels {
             let src = &image[c * plane..(c + 1) * plane];
             let dst = &mut out[c * plane..(c + 1) * plane];
-            for (y, row) in dst.chunks_exact_mut(WIDTH).enumerate() {
+            for (y, row) in dst.chunks_exact_mut(width).enumerate() {
                 let sy = y as isize + shift_y;
-                if !(0..HEIGHT as isize).contains(&sy) {
-                    row.fill(0);
+                if !(0..height as isize).contains(&sy) {
+                    row.fill(T::default());
                     continue;
                 }
-                let src_row = &src[sy as usize * WIDTH..(sy as usize + 1) * WIDTH];
+                let src_row = &src[sy as usize * width..(sy as usize + 1) * width];
                 for (x, v) in row.iter_mut().enumerate() {
-                    let cx = if self.flip { WIDTH - 1 - x } else { x };
+                    let cx = if self.flip { width - 1 - x } else { x };
                     let sx = cx as isize + shift_x;
-                    *v = if (0..WIDTH as isize).contains(&sx) {
+                    *v = if (0..width as isize).contains(&sx) {
                         src_row[sx as usize]
                     } else {
-                        0
+                        T::default()
                     };
                 }
             }

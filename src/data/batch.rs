@@ -1,10 +1,10 @@
-//! Assembly of normalised `f32` NCHW batches from u8 datasets, with optional
-//! augmentation, into reusable buffers.
+//! Assembly of normalised `f32` NCHW batches from `u8` or `f32` datasets
+//! of any shape, with optional augmentation, into reusable buffers.
 
 use ndarray::ArrayView4;
 
 use super::augment::{Augmentation, SampleAugment};
-use super::dataset::{Dataset, CHANNELS, HEIGHT, IMAGE_BYTES, WIDTH};
+use super::dataset::{Dataset, SampleRef, Shape};
 use super::normalize::Normalizer;
 use super::shard::StepShard;
 use crate::{Error, Result};
@@ -13,7 +13,8 @@ use crate::{Error, Result};
 /// until the next fill.
 #[derive(Debug)]
 pub struct Batch<'a> {
-    /// Normalised images, shape `(n, 3, 32, 32)`, standard (C) layout.
+    /// Normalised samples, shape `(n, C, H, W)` for the dataset's
+    /// [`Shape`], standard (C) layout.
     pub images: ArrayView4<'a, f32>,
     /// The `n` labels.
     pub labels: &'a [u8],
@@ -33,9 +34,11 @@ impl Batch<'_> {
 
 /// Fills reusable image and label buffers from dataset indices.
 ///
-/// Each sample is (optionally) augmented on its u8 pixels (crop with zero
-/// padding, flip), then normalised through a per-channel lookup table. The
-/// buffers grow to the largest batch seen and are reused: once warm, a fill
+/// Each sample is (optionally) augmented on its raw values (crop with zero
+/// padding, flip), then normalised: `u8` pixels through a per-channel
+/// lookup table, `f32` values per channel. Any [`Shape`] works, as long as
+/// the normaliser has one entry per channel of the data. The buffers grow
+/// to the largest batch (and sample) seen and are reused: once warm, a fill
 /// allocates nothing. With augmentation, the crop and flip of each sample
 /// come from [`Augmentation::sample`] with `(seed, epoch, position)`, so the
 /// result does not depend on how a global batch is split across ranks.
@@ -56,11 +59,14 @@ impl Batch<'_> {
 #[derive(Clone, Debug)]
 pub struct BatchBuilder {
     normalizer: Normalizer,
-    lut: Box<[[f32; 256]; CHANNELS]>,
+    lut: Vec<[f32; 256]>,
     augment: Option<Augmentation>,
+    /// Shape of the samples in `images` (of the last fill or reserve).
+    shape: Shape,
     images: Vec<f32>,
     labels: Vec<u8>,
     scratch: Vec<u8>,
+    scratch_f32: Vec<f32>,
 }
 
 impl BatchBuilder {
@@ -72,28 +78,47 @@ impl BatchBuilder {
             a.validate()?;
         }
         Ok(BatchBuilder {
+            lut: normalizer.lookup_table(),
             normalizer,
-            lut: Box::new(normalizer.lookup_table()),
             augment,
+            shape: Shape::CIFAR,
             images: Vec::new(),
             labels: Vec::new(),
-            scratch: vec![0u8; IMAGE_BYTES],
+            scratch: Vec::new(),
+            scratch_f32: Vec::new(),
         })
     }
 
-    /// Grows the buffers to hold `max_batch` samples now, so that no later
-    /// fill of at most `max_batch` samples allocates.
+    /// Grows the buffers to hold `max_batch` CIFAR-shaped samples now, so
+    /// that no later fill of at most `max_batch` samples allocates
+    /// ([`reserve_for`](Self::reserve_for) for other shapes).
     pub fn reserve(&mut self, max_batch: usize) {
-        if self.images.len() < max_batch * IMAGE_BYTES {
-            self.images.resize(max_batch * IMAGE_BYTES, 0.0);
+        self.reserve_for(Shape::CIFAR, max_batch);
+    }
+
+    /// Grows the buffers to hold `max_batch` samples of `shape` now, so
+    /// that no later fill of at most `max_batch` such samples allocates.
+    pub fn reserve_for(&mut self, shape: Shape, max_batch: usize) {
+        let len = shape.sample_len();
+        self.shape = shape;
+        if self.images.len() < max_batch * len {
+            self.images.resize(max_batch * len, 0.0);
         }
         self.labels
             .reserve(max_batch.saturating_sub(self.labels.len()));
+        // Room to augment one sample of either kind.
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        if self.scratch_f32.len() < len {
+            self.scratch_f32.resize(len, 0.0);
+        }
     }
 
-    /// Samples the buffers hold without growing.
+    /// Samples of the last filled (or reserved) shape the buffers hold
+    /// without growing.
     pub fn capacity(&self) -> usize {
-        (self.images.len() / IMAGE_BYTES).min(self.labels.capacity())
+        (self.images.len() / self.shape.sample_len()).min(self.labels.capacity())
     }
 
     /// The normaliser in use.
@@ -157,7 +182,7 @@ impl BatchBuilder {
             )));
         }
         let n = range.len();
-        self.prepare(n);
+        self.prepare(data, n)?;
         for (k, i) in range.enumerate() {
             self.write_sample(data, i, k, None);
         }
@@ -177,46 +202,84 @@ impl BatchBuilder {
             )));
         }
         let n = indices.len();
-        self.prepare(n);
+        self.prepare(data, n)?;
         for (k, &i) in indices.iter().enumerate() {
             self.write_sample(data, i, k, augment_of(k));
         }
         Ok(self.view(n))
     }
 
-    fn prepare(&mut self, n: usize) {
-        self.reserve(n);
+    /// Checks that the normaliser fits `data` and sizes the buffers.
+    fn prepare(&mut self, data: &Dataset, n: usize) -> Result<()> {
+        let shape = data.shape();
+        if shape.channels != self.normalizer.channels() {
+            return Err(Error::invalid(format!(
+                "the dataset has {} channel{} ({shape} samples) but the normaliser has {}: \
+                 compute it from this data (Normalizer::from_dataset)",
+                shape.channels,
+                if shape.channels == 1 { "" } else { "s" },
+                self.normalizer.channels()
+            )));
+        }
+        self.reserve_for(shape, n);
         self.labels.clear();
+        Ok(())
     }
 
     fn write_sample(&mut self, data: &Dataset, i: usize, k: usize, aug: Option<SampleAugment>) {
-        let src: &[u8] = match aug {
-            Some(a) => {
-                a.apply(data.image(i), &mut self.scratch);
-                &self.scratch
+        let shape = data.shape();
+        let (len, plane) = (shape.sample_len(), shape.plane());
+        let out = &mut self.images[k * len..(k + 1) * len];
+        match data.sample(i) {
+            SampleRef::U8(image) => {
+                let src: &[u8] = match aug {
+                    Some(a) => {
+                        let scratch = &mut self.scratch[..len];
+                        a.apply(shape, image, scratch);
+                        scratch
+                    }
+                    None => image,
+                };
+                for (c, lut) in self.lut.iter().enumerate() {
+                    for (o, &b) in out[c * plane..(c + 1) * plane]
+                        .iter_mut()
+                        .zip(&src[c * plane..(c + 1) * plane])
+                    {
+                        *o = lut[usize::from(b)];
+                    }
+                }
             }
-            None => data.image(i),
-        };
-        let plane = HEIGHT * WIDTH;
-        let out = &mut self.images[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES];
-        for c in 0..CHANNELS {
-            let lut = &self.lut[c];
-            for (o, &b) in out[c * plane..(c + 1) * plane]
-                .iter_mut()
-                .zip(&src[c * plane..(c + 1) * plane])
-            {
-                *o = lut[usize::from(b)];
+            SampleRef::F32(values) => {
+                let src: &[f32] = match aug {
+                    Some(a) => {
+                        let scratch = &mut self.scratch_f32[..len];
+                        a.apply(shape, values, scratch);
+                        scratch
+                    }
+                    None => values,
+                };
+                let (mean, std) = (self.normalizer.mean(), self.normalizer.std());
+                for c in 0..shape.channels {
+                    let (m, s) = (mean[c], std[c]);
+                    for (o, &v) in out[c * plane..(c + 1) * plane]
+                        .iter_mut()
+                        .zip(&src[c * plane..(c + 1) * plane])
+                    {
+                        *o = (v - m) / s;
+                    }
+                }
             }
         }
         self.labels.push(data.label(i));
     }
 
     fn view(&self, n: usize) -> Batch<'_> {
+        let s = self.shape;
         let images = ArrayView4::from_shape(
-            (n, CHANNELS, HEIGHT, WIDTH),
-            &self.images[..n * IMAGE_BYTES],
+            (n, s.channels, s.height, s.width),
+            &self.images[..n * s.sample_len()],
         )
-        .expect("buffer holds n images");
+        .expect("buffer holds n samples");
         Batch {
             images,
             labels: &self.labels[..n],

@@ -88,7 +88,7 @@ const OFFICIAL_MD5: [u8; 16] = [
 /// Records read per `read_exact` call (about 0.8 MB).
 const CHUNK_RECORDS: usize = 256;
 /// Upper bound on the size of `batches.meta.txt` we are willing to read.
-const MAX_META_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_META_BYTES: u64 = 64 * 1024;
 
 /// All six batch files, training first.
 fn batch_files() -> impl Iterator<Item = &'static str> {
@@ -166,7 +166,11 @@ enum Source {
     Archive(PathBuf),
 }
 
-fn data_err(file: impl Into<PathBuf>, record: Option<usize>, msg: impl Into<String>) -> Error {
+pub(super) fn data_err(
+    file: impl Into<PathBuf>,
+    record: Option<usize>,
+    msg: impl Into<String>,
+) -> Error {
     Error::Data {
         file: file.into(),
         record,
@@ -205,13 +209,24 @@ fn resolve(path: &Path) -> Result<Source> {
         return Ok(Source::Archive(archive));
     }
     // Wrong folder: say what we wanted and what is there.
+    let listing = folder_listing(path)?;
+    Err(data_err(
+        path,
+        None,
+        format!("not a CIFAR-10 folder ({listing}); {}", expected_layout()),
+    ))
+}
+
+/// What is in folder `path`, for an error: "found a, b, c" (at most ten
+/// names) or "the folder is empty".
+pub(super) fn folder_listing(path: &Path) -> Result<String> {
     let mut found: Vec<String> = std::fs::read_dir(path)
         .map_err(|e| Error::io(path, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     found.sort();
-    let listing = if found.is_empty() {
+    Ok(if found.is_empty() {
         "the folder is empty".to_string()
     } else if found.len() > 10 {
         format!(
@@ -221,23 +236,47 @@ fn resolve(path: &Path) -> Result<Source> {
         )
     } else {
         format!("found {}", found.join(", "))
-    };
-    Err(data_err(
-        path,
-        None,
-        format!("not a CIFAR-10 folder ({listing}); {}", expected_layout()),
-    ))
+    })
 }
 
 /// Images and labels of one batch file.
-struct Batch {
-    images: Vec<u8>,
-    labels: Vec<u8>,
+pub(super) struct Batch {
+    pub(super) images: Vec<u8>,
+    pub(super) labels: Vec<u8>,
 }
 
-/// Reads `size` bytes of records from `reader`, validating as it goes.
+/// One label byte of a record: what it is called in errors and how many
+/// classes it has.
+pub(super) struct LabelByte {
+    pub(super) name: &'static str,
+    pub(super) classes: usize,
+}
+
+/// The CIFAR-10 record: one label byte.
+const CIFAR10_LABELS: [LabelByte; 1] = [LabelByte {
+    name: "label",
+    classes: NUM_CLASSES,
+}];
+
+/// Reads `size` bytes of CIFAR-10 records from `reader`, validating as it
+/// goes.
 fn read_batch<R: Read>(reader: &mut R, size: u64, file: &Path) -> Result<Batch> {
-    let record = RECORD_BYTES as u64;
+    read_records(reader, size, file, &CIFAR10_LABELS, 0)
+}
+
+/// Reads `size` bytes of records of `labels.len()` label bytes then
+/// [`IMAGE_BYTES`] pixels from `reader`, validating every label byte, and
+/// keeps label byte `keep` of each record.
+pub(super) fn read_records<R: Read>(
+    reader: &mut R,
+    size: u64,
+    file: &Path,
+    labels_spec: &[LabelByte],
+    keep: usize,
+) -> Result<Batch> {
+    let header = labels_spec.len();
+    let record_bytes = header + IMAGE_BYTES;
+    let record = record_bytes as u64;
     if size == 0 {
         return Err(data_err(file, None, "empty file: it holds no records"));
     }
@@ -247,8 +286,8 @@ fn read_batch<R: Read>(reader: &mut R, size: u64, file: &Path) -> Result<Batch> 
             file,
             Some(full as usize),
             format!(
-                "file size {size} bytes is not a whole number of {RECORD_BYTES}-byte records: \
-                 record {full} is truncated ({} of {RECORD_BYTES} bytes)",
+                "file size {size} bytes is not a whole number of {record_bytes}-byte records: \
+                 record {full} is truncated ({} of {record_bytes} bytes)",
                 size % record
             ),
         ));
@@ -267,36 +306,41 @@ fn read_batch<R: Read>(reader: &mut R, size: u64, file: &Path) -> Result<Batch> 
                 format!("cannot allocate memory for {n} records"),
             )
         })?;
-    let mut buf = vec![0u8; CHUNK_RECORDS.min(n) * RECORD_BYTES];
+    let mut buf = vec![0u8; CHUNK_RECORDS.min(n) * record_bytes];
     let mut done = 0usize;
     while done < n {
         let k = CHUNK_RECORDS.min(n - done);
-        let chunk = &mut buf[..k * RECORD_BYTES];
+        let chunk = &mut buf[..k * record_bytes];
         let got = read_full(reader, chunk)
             .map_err(|e| data_err(file, Some(done), format!("read error: {e}")))?;
         if got < chunk.len() {
-            let at = done + got / RECORD_BYTES;
+            let at = done + got / record_bytes;
             return Err(data_err(
                 file,
                 Some(at),
                 format!(
                     "data ends early: expected {n} records ({size} bytes) but it stops {} bytes \
                      into record {at}",
-                    got % RECORD_BYTES
+                    got % record_bytes
                 ),
             ));
         }
-        for (j, rec) in chunk.chunks_exact(RECORD_BYTES).enumerate() {
-            let label = rec[0];
-            if usize::from(label) >= NUM_CLASSES {
-                return Err(data_err(
-                    file,
-                    Some(done + j),
-                    format!("label {label} out of range 0..={}", NUM_CLASSES - 1),
-                ));
+        for (j, rec) in chunk.chunks_exact(record_bytes).enumerate() {
+            for (spec, &label) in labels_spec.iter().zip(rec) {
+                if usize::from(label) >= spec.classes {
+                    return Err(data_err(
+                        file,
+                        Some(done + j),
+                        format!(
+                            "{} {label} out of range 0..={}",
+                            spec.name,
+                            spec.classes - 1
+                        ),
+                    ));
+                }
             }
-            labels.push(label);
-            images.extend_from_slice(&rec[1..]);
+            labels.push(rec[keep]);
+            images.extend_from_slice(&rec[header..]);
         }
         done += k;
     }
@@ -304,7 +348,7 @@ fn read_batch<R: Read>(reader: &mut R, size: u64, file: &Path) -> Result<Batch> 
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
-fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match reader.read(&mut buf[got..]) {
@@ -318,6 +362,12 @@ fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> 
 }
 
 fn parse_meta(text: &[u8], file: &Path) -> Result<Vec<String>> {
+    parse_names(text, file, NUM_CLASSES)
+}
+
+/// The class names of a meta file (one a line, blank lines ignored), which
+/// must be exactly `count`.
+pub(super) fn parse_names(text: &[u8], file: &Path, count: usize) -> Result<Vec<String>> {
     let text = std::str::from_utf8(text)
         .map_err(|e| data_err(file, None, format!("class-name file is not UTF-8: {e}")))?;
     let names: Vec<String> = text
@@ -326,12 +376,12 @@ fn parse_meta(text: &[u8], file: &Path) -> Result<Vec<String>> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
-    if names.len() != NUM_CLASSES {
+    if names.len() != count {
         return Err(data_err(
             file,
             None,
             format!(
-                "expected {NUM_CLASSES} class names (one a line), found {}",
+                "expected {count} class names (one a line), found {}",
                 names.len()
             ),
         ));
@@ -400,8 +450,8 @@ fn assemble(slots: Vec<Option<Batch>>, class_names: Option<Vec<String>>) -> Resu
         train.labels.extend_from_slice(&b.labels);
     }
     Ok(CifarData {
-        train: Dataset::new(train.images, train.labels, NUM_CLASSES)?,
-        test: Dataset::new(test.images, test.labels, NUM_CLASSES)?,
+        train: Dataset::cifar(train.images, train.labels, NUM_CLASSES)?,
+        test: Dataset::cifar(test.images, test.labels, NUM_CLASSES)?,
         class_names: class_names
             .unwrap_or_else(|| CLASS_NAMES.iter().map(|s| s.to_string()).collect()),
     })
@@ -440,7 +490,7 @@ fn load_dir(dir: &Path) -> Result<CifarData> {
 
 /// Why an archive's MD5 is checked.
 #[derive(Clone, Copy, Debug)]
-enum Md5Origin {
+pub(super) enum Md5Origin {
     /// The caller gave the digest.
     Asked,
     /// The file has the official archive's size.
@@ -448,7 +498,7 @@ enum Md5Origin {
 }
 
 /// A reader that computes the MD5 of everything read through it.
-struct Md5Reader<R> {
+pub(super) struct Md5Reader<R> {
     inner: R,
     md5: Option<Md5>,
 }
@@ -464,6 +514,34 @@ impl<R: Read> Read for Md5Reader<R> {
 }
 
 fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Result<CifarData> {
+    let size = std::fs::metadata(archive)
+        .map_err(|e| Error::io(archive, e))?
+        .len();
+    let expected = expected.or_else(|| {
+        (size == OFFICIAL_ARCHIVE_BYTES).then_some((OFFICIAL_MD5, Md5Origin::OfficialSize))
+    });
+    let (slots, class_names, batches_base) =
+        read_archive(archive, expected, &expected_layout(), |tar| {
+            read_members(archive, tar)
+        })?;
+    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
+    if let Some(err) = missing_error(&base, &slots) {
+        return Err(err);
+    }
+    assemble(slots, class_names)
+}
+
+/// Streams the `.tar.gz` `archive` through `read` (which sees its members),
+/// then checks the rest of the gzip stream (CRC-32 and length trailer) and,
+/// when `expected` is given, the MD5 of the file. A damaged stream is
+/// reported as the cause of whatever `read` saw. `layout` says what was
+/// expected, for a file that is not gzip at all.
+pub(super) fn read_archive<T>(
+    archive: &Path,
+    expected: Option<([u8; 16], Md5Origin)>,
+    layout: &str,
+    read: impl FnOnce(&mut ArchiveReader) -> Result<T>,
+) -> Result<T> {
     let mut file = File::open(archive).map_err(|e| Error::io(archive, e))?;
     let size = file.metadata().map_err(|e| Error::io(archive, e))?.len();
     let mut magic = [0u8; 2];
@@ -475,12 +553,9 @@ fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Resu
         return Err(data_err(
             archive,
             None,
-            format!("not a gzip archive; {}", expected_layout()),
+            format!("not a gzip archive; {layout}"),
         ));
     }
-    let expected = expected.or_else(|| {
-        (size == OFFICIAL_ARCHIVE_BYTES).then_some((OFFICIAL_MD5, Md5Origin::OfficialSize))
-    });
     let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
     // The MD5 is computed as the decoder reads the file: no second pass.
     let hashed = Md5Reader {
@@ -489,29 +564,23 @@ fn load_archive(archive: &Path, expected: Option<([u8; 16], Md5Origin)>) -> Resu
     };
     let gz = flate2::bufread::GzDecoder::new(BufReader::with_capacity(1 << 16, hashed));
     let mut tar = tar::Archive::new(gz);
-    let members = read_members(archive, &mut tar);
+    let members = read(&mut tar);
     let checked = check_stream(archive, tar.into_inner(), size, expected);
-    let (slots, class_names, batches_base) = match (members, checked) {
-        (Ok(m), Ok(())) => m,
+    match (members, checked) {
+        (Ok(m), Ok(())) => Ok(m),
         // A damaged stream is the cause of whatever its members showed.
-        (Err(first), Err(Error::Data { file, record, msg })) => {
-            return Err(data_err(
-                file,
-                record,
-                format!("{msg} (reading it first failed with: {first})"),
-            ))
-        }
-        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
-    };
-    let base = batches_base.unwrap_or_else(|| archive.join(BATCHES_DIR));
-    if let Some(err) = missing_error(&base, &slots) {
-        return Err(err);
+        (Err(first), Err(Error::Data { file, record, msg })) => Err(data_err(
+            file,
+            record,
+            format!("{msg} (reading it first failed with: {first})"),
+        )),
+        (_, Err(e)) | (Err(e), Ok(())) => Err(e),
     }
-    assemble(slots, class_names)
 }
 
 /// The decoder of an archive being read (see [`load_archive`]).
-type ArchiveReader = tar::Archive<flate2::bufread::GzDecoder<BufReader<Md5Reader<File>>>>;
+pub(super) type ArchiveReader =
+    tar::Archive<flate2::bufread::GzDecoder<BufReader<Md5Reader<File>>>>;
 
 /// The batch files, the class names and the folder holding them.
 type Members = (Vec<Option<Batch>>, Option<Vec<String>>, Option<PathBuf>);

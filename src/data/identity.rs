@@ -32,7 +32,8 @@ pub struct DataIdentity {
     pub train_images: u64,
     /// Test images.
     pub test_images: u64,
-    /// CRC-32 of the training pixels (all images back to back).
+    /// CRC-32 of the training pixels (all samples back to back; `f32`
+    /// values as little-endian bytes, see [`Samples::crc32`](crate::data::Samples::crc32)).
     pub train_pixels_crc: u32,
     /// CRC-32 of the training labels.
     pub train_labels_crc: u32,
@@ -49,9 +50,9 @@ impl DataIdentity {
             kind: kind.to_string(),
             train_images: train.len() as u64,
             test_images: test.len() as u64,
-            train_pixels_crc: crc32fast::hash(train.pixels()),
+            train_pixels_crc: train.samples().crc32(),
             train_labels_crc: crc32fast::hash(train.labels()),
-            test_pixels_crc: crc32fast::hash(test.pixels()),
+            test_pixels_crc: test.samples().crc32(),
             test_labels_crc: crc32fast::hash(test.labels()),
         }
     }
@@ -109,12 +110,12 @@ mod tests {
         let relabel = |d: &Dataset| {
             let mut labels = d.labels().to_vec();
             labels[3] = (labels[3] + 1) % 10;
-            Dataset::new(d.pixels().to_vec(), labels, 10).unwrap()
+            Dataset::cifar(d.pixels().unwrap().to_vec(), labels, 10).unwrap()
         };
         let repaint = |d: &Dataset| {
-            let mut pixels = d.pixels().to_vec();
+            let mut pixels = d.pixels().unwrap().to_vec();
             pixels[100] ^= 1;
-            Dataset::new(pixels, d.labels().to_vec(), 10).unwrap()
+            Dataset::cifar(pixels, d.labels().to_vec(), 10).unwrap()
         };
         let cases = [
             (DataIdentity::new("CIFAR-10", &train, &test), "kind"),

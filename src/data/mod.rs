@@ -1,11 +1,24 @@
-//! CIFAR-10 data: loading, normalisation, augmentation and sharding.
+//! Data sets of any shape: loading, normalisation, augmentation and
+//! sharding.
+//!
+//! A [`Dataset`] holds labelled samples of one [`Shape`] (channels x height
+//! x width), as `u8` pixels or `f32` values ([`Samples`]), with its class
+//! count. Loaders, each validating its files and naming the file and record
+//! of any error:
+//!
+//! * [`cifar::load`]: CIFAR-10, binary version (folder or `.tar.gz`);
+//!   [`download::fetch_archive`] fetches the archive first when asked
+//!   (opt-in);
+//! * [`cifar100::load`]: CIFAR-100, binary version (fine or coarse labels);
+//! * [`mnist::load`]: MNIST or Fashion-MNIST IDX files, each optionally
+//!   gzipped ([`idx`] reads and writes the format).
+//!
+//! Each returns a [`DataSplits`] (training set, test set, class names).
+//! [`synthetic`] makes learnable stand-in data of any shape.
 //!
 //! The pipeline, as the trainer uses it:
 //!
-//! 1. [`cifar::load`] reads the CIFAR-10 binary version (folder or
-//!    `.tar.gz`) into a [`CifarData`] of u8 [`Dataset`]s, validating every
-//!    file; [`download::fetch_archive`] fetches the archive first when asked
-//!    (opt-in). [`synthetic`] makes learnable stand-in data of the same shape.
+//! 1. A loader (or your own code, through [`Dataset::new`]) gives the data.
 //! 2. [`Normalizer::from_dataset`] computes per-channel statistics of the
 //!    training set.
 //! 3. A [`ShardPlan`] gives, for every epoch and step, the dataset indices
@@ -13,7 +26,8 @@
 //!    the shared seed and take disjoint contiguous parts ([`shard_range`]) of
 //!    each global batch, without communicating.
 //! 4. A [`BatchBuilder`] turns a [`StepShard`] into a normalised `f32` NCHW
-//!    batch in reused buffers, applying the seeded [`Augmentation`].
+//!    batch in reused buffers, applying the seeded [`Augmentation`] (random
+//!    crop with padding, optional horizontal flip, for any shape).
 //!
 //! # Determinism
 //!
@@ -51,9 +65,12 @@
 mod augment;
 mod batch;
 pub mod cifar;
+pub mod cifar100;
 mod dataset;
 pub mod download;
 mod identity;
+pub mod idx;
+pub mod mnist;
 mod normalize;
 mod rng;
 mod shard;
@@ -62,7 +79,8 @@ pub mod synthetic;
 pub use augment::{Augmentation, SampleAugment, MAX_PAD};
 pub use batch::{Batch, BatchBuilder};
 pub use dataset::{
-    CifarData, Dataset, CHANNELS, CLASS_NAMES, HEIGHT, IMAGE_BYTES, NUM_CLASSES, WIDTH,
+    CifarData, DataSplits, Dataset, SampleRef, Samples, Shape, CHANNELS, CLASS_NAMES, HEIGHT,
+    IMAGE_BYTES, NUM_CLASSES, WIDTH,
 };
 pub use identity::DataIdentity;
 pub use normalize::Normalizer;

@@ -305,6 +305,42 @@ impl EpochShards {
             global_len: global.len(),
             indices: &self.perm[positions.clone()],
             positions,
+            shares: None,
+        })
+    }
+}
+
+impl EpochShards {
+    /// This rank's part of global batch `step` when the ranks take the
+    /// given `shares` of it (in rank order, contiguous; they must sum to
+    /// the global batch's length). With equal shares this is
+    /// [`step`](Self::step); unequal ones let fast ranks take more
+    /// (`trainer::Balance`).
+    ///
+    /// Errors when `step` is out of range, or `shares` has not one entry
+    /// per rank or does not sum to the global batch.
+    pub fn step_with_shares(&self, step: usize, shares: &[usize]) -> Result<StepShard<'_>> {
+        let global = self.global_positions(step)?;
+        let p = self.plan.world_size;
+        if shares.len() != p || shares.iter().sum::<usize>() != global.len() {
+            return Err(Error::invalid(format!(
+                "shares {shares:?} do not split a global batch of {} over {p} ranks",
+                global.len()
+            )));
+        }
+        let before: usize = shares[..self.plan.rank].iter().sum();
+        let start = global.start + before;
+        let positions = start..start + shares[self.plan.rank];
+        Ok(StepShard {
+            seed: self.plan.seed,
+            epoch: self.epoch,
+            step,
+            rank: self.plan.rank,
+            world_size: p,
+            global_len: global.len(),
+            indices: &self.perm[positions.clone()],
+            positions,
+            shares: Some(shares.to_vec()),
         })
     }
 }
@@ -330,6 +366,9 @@ pub struct StepShard<'a> {
     pub positions: Range<usize>,
     /// Dataset indices of this rank's samples, in order.
     pub indices: &'a [usize],
+    /// Every rank's samples when the split is not the equal rule
+    /// ([`EpochShards::step_with_shares`]); `None`: [`shard_counts`].
+    pub shares: Option<Vec<usize>>,
 }
 
 impl StepShard<'_> {
@@ -346,11 +385,17 @@ impl StepShard<'_> {
 
     /// Samples of every rank at this step (sums to `global_len`).
     pub fn counts(&self) -> Vec<usize> {
-        shard_counts(self.global_len, self.world_size)
+        match &self.shares {
+            Some(s) => s.clone(),
+            None => shard_counts(self.global_len, self.world_size),
+        }
     }
 
     /// Samples of `rank` at this step (0 for a rank outside the world).
     pub fn count_of(&self, rank: usize) -> usize {
+        if let Some(s) = &self.shares {
+            return s.get(rank).copied().unwrap_or(0);
+        }
         shard_range(self.global_len, rank, self.world_size)
             .map(|r| r.len())
             .unwrap_or(0)

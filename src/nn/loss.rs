@@ -1,45 +1,8 @@
 //! Softmax cross-entropy, numerically stable (log-sum-exp with the maximum
 //! subtracted), and the per-batch statistics it reports.
 
+pub use crate::model::BatchStats;
 use crate::{Error, Result};
-
-/// Loss and accuracy of one batch (or of several, merged).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct BatchStats {
-    /// Sum over images of the per-image cross-entropy loss.
-    pub loss_sum: f64,
-    /// Images whose largest logit is the label (first maximum on ties).
-    pub correct: usize,
-    /// Images counted.
-    pub count: usize,
-}
-
-impl BatchStats {
-    /// Mean loss per image (0 for an empty count).
-    pub fn mean_loss(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.loss_sum / self.count as f64
-        }
-    }
-
-    /// Fraction of images classified correctly (0 for an empty count).
-    pub fn accuracy(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.correct as f64 / self.count as f64
-        }
-    }
-
-    /// Adds another batch's statistics to these.
-    pub fn merge(&mut self, other: &BatchStats) {
-        self.loss_sum += other.loss_sum;
-        self.correct += other.correct;
-        self.count += other.count;
-    }
-}
 
 /// Checks that every label is a class index; the error names the index.
 pub(crate) fn check_labels(labels: &[u8], classes: usize) -> Result<()> {
@@ -50,6 +13,51 @@ pub(crate) fn check_labels(labels: &[u8], classes: usize) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Softmax cross-entropy of `logits` (`[batch, classes]`, row-major)
+/// against `labels` (one class index per sample): the statistics of the
+/// batch and, when `dlogits` is given (same length as `logits`), the
+/// gradient of the MEAN loss over the batch, `(softmax(z) - onehot(y)) /
+/// batch`. The loss is computed stably (log-sum-exp in `f64`). A building
+/// block for models written outside the crate (see [`crate::model`]).
+///
+/// Errors if the lengths disagree or a label is out of range.
+///
+/// ```
+/// use ringsgd::nn::softmax_cross_entropy;
+/// let mut d = [0f32; 4];
+/// let s = softmax_cross_entropy(&[0.0, 0.0, 3.0, -3.0], &[1, 0], 2, Some(&mut d))?;
+/// assert_eq!((s.count, s.correct), (2, 1));
+/// assert!((d[0] - 0.25).abs() < 1e-6);
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+pub fn softmax_cross_entropy(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    dlogits: Option<&mut [f32]>,
+) -> Result<BatchStats> {
+    if classes == 0 || labels.is_empty() || logits.len() != labels.len() * classes {
+        return Err(Error::shape(
+            "logits",
+            format!(
+                "{} logits for {} labels of {classes} classes (need labels x classes, both > 0)",
+                logits.len(),
+                labels.len()
+            ),
+        ));
+    }
+    if let Some(d) = &dlogits {
+        if d.len() != logits.len() {
+            return Err(Error::shape(
+                "dlogits",
+                format!("{} values for {} logits", d.len(), logits.len()),
+            ));
+        }
+    }
+    check_labels(labels, classes)?;
+    Ok(softmax_xent(logits, labels, classes, dlogits))
 }
 
 /// Statistics of `logits` (`[B, classes]`) against `labels`; when `dlogits`

@@ -17,12 +17,14 @@ mod conv;
 mod linear;
 mod loss;
 mod model;
+mod op;
 mod pool;
 mod scratch;
 pub mod spec;
 mod stack;
+mod trainable;
 
-pub use loss::BatchStats;
+pub use loss::{softmax_cross_entropy, BatchStats};
 pub use model::{GradSink, Model, ModelBuilder, OpProfile, TensorInfo};
 pub use spec::LayerSpec;
 

@@ -5,35 +5,17 @@
 use super::conv::ConvGeom;
 use super::linear;
 use super::loss::{check_labels, softmax_xent, BatchStats};
+use super::op::{relu_mask, Op, OpKind};
 use super::pool::PoolGeom;
 use super::scratch::{ScratchSizes, Slots};
 use super::spec::{format_spec, parse_spec, LayerSpec};
 use super::stack::{self, chunk_images, StackLayout};
+pub use crate::model::{GradSink, TensorInfo};
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
 use ndarray::{ArrayView2, ArrayView4};
 use rand::{RngExt, SeedableRng};
 use std::time::Instant;
-
-/// Where one parameter tensor lives in the flat buffers, in PyTorch layout.
-///
-/// Naming: the i-th convolution (1-based, in spec order) is `conv{i}`, the
-/// i-th linear layer `fc{i}`; each has `.weight` then `.bias`. Shapes are
-/// PyTorch's: conv weight `[out, in, kh, kw]`, bias `[out]`, linear weight
-/// `[out, in]`. So the flat buffer maps one-to-one onto the `state_dict` of
-/// a PyTorch module with attributes `conv1, conv2, .., fc1, fc2, ..`
-/// (`nn.Conv2d` / `nn.Linear`), in the same order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// Name, e.g. `conv1.weight`, `fc2.bias`.
-    pub name: String,
-    /// Shape (row-major).
-    pub shape: Vec<usize>,
-    /// Offset of the first element in [`Model::params`] / [`Model::grads`].
-    pub offset: usize,
-    /// Number of elements.
-    pub len: usize,
-}
 
 /// The tensors of layer `layer` (`conv1`, `fc2`, ...) placed at `offset`:
 /// `{layer}.weight` of `weight_shape` (outputs first, as in PyTorch), then
@@ -72,34 +54,6 @@ impl Shape {
         }
     }
 }
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum OpKind {
-    Conv(ConvGeom),
-    Linear { fin: usize, fout: usize },
-    MaxPool(PoolGeom),
-    Relu,
-}
-
-/// One executed operation (Flatten is not one: it moves no data; a ReLU
-/// right after a conv or linear layer is fused into it).
-#[derive(Clone, Debug)]
-pub(super) struct Op {
-    /// Display name, e.g. `conv2+relu`, `maxpool1`, `fc1`.
-    pub name: String,
-    pub kind: OpKind,
-    pub relu: bool,
-    pub in_size: usize,
-    pub out_size: usize,
-    /// Offset of this op's parameters (weight then bias) in the flat buffer.
-    pub poff: usize,
-    pub wlen: usize,
-    pub blen: usize,
-}
-
-/// Receives each finished part of the gradient during backward: its offset
-/// in the flat gradient and its values (see [`Model::train_step_with`]).
-pub type GradSink<'a> = dyn FnMut(usize, &[f32]) + Send + 'a;
 
 /// Builds a [`Model`] layer by layer.
 ///
@@ -194,9 +148,11 @@ struct Buffers {
     grad: [Vec<f32>; 2],
     /// Per-chunk partial gradients of the stack's convolutions.
     partials: Vec<f32>,
-    /// d(loss)/d(input), when asked for (gradient checks).
-    #[cfg(test)]
+    /// d(loss)/d(input) of the last backward, when kept
+    /// ([`Model::set_input_grad`]).
     dinput: Vec<f32>,
+    /// Values of `dinput` the last backward wrote (0: none).
+    dinput_len: usize,
     /// Transposed products of the linear layers.
     tmp: Vec<f32>,
     slots: Slots,
@@ -235,8 +191,7 @@ pub struct Model {
     grads: Vec<f32>,
     buf: Buffers,
     /// Whether [`Self::backward`] should also compute the input gradient
-    /// (kept in `buf.grad`; used by the gradient checks).
-    #[cfg(test)]
+    /// (kept in `buf.dinput`, see [`Model::set_input_grad`]).
     want_input_grad: bool,
 }
 
@@ -287,14 +242,6 @@ fn init_params(tensors: &[TensorInfo], nparams: usize, seed: u64) -> Vec<f32> {
         }
     }
     params
-}
-
-/// `d = 0` where the ReLU output `y` is 0 (branch-free: the sign pattern of
-/// activations is unpredictable).
-pub(super) fn relu_mask(d: &mut [f32], y: &[f32]) {
-    for (d, &v) in d.iter_mut().zip(y) {
-        *d = if v > 0.0 { *d } else { 0.0 };
-    }
 }
 
 impl Model {
@@ -508,7 +455,6 @@ impl Model {
                 times: vec![[0.0; 2]; nops],
                 ..Buffers::default()
             },
-            #[cfg(test)]
             want_input_grad: false,
         })
     }
@@ -569,11 +515,18 @@ impl Model {
     }
 
     /// Parameters and gradients at once (optimiser step without a copy).
-    pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &[f32]) {
-        (&mut self.params, &self.grads)
+    pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.params, &mut self.grads)
     }
 
     /// Each parameter tensor's name, PyTorch shape and place in the buffers.
+    ///
+    /// Naming: the i-th convolution (1-based, in spec order) is `conv{i}`,
+    /// the i-th linear layer `fc{i}`; each has `.weight` then `.bias`.
+    /// Shapes are PyTorch's: conv weight `[out, in, kh, kw]`, bias `[out]`,
+    /// linear weight `[out, in]`. So the flat buffer maps one-to-one onto the
+    /// `state_dict` of a PyTorch module with attributes `conv1, conv2, ..,
+    /// fc1, fc2, ..` (`nn.Conv2d` / `nn.Linear`), in the same order.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
@@ -742,9 +695,11 @@ impl Model {
                 buf.partials
                     .resize(stack::max_chunks(batch) * l.part_len, 0.0);
             }
-            #[cfg(test)]
-            buf.dinput.resize(batch * self.ops[0].in_size, 0.0);
             buf.batch = batch;
+        }
+        let din = batch * self.ops[0].in_size;
+        if self.want_input_grad && buf.dinput.len() < din {
+            buf.dinput.resize(din, 0.0);
         }
         let chunk = chunk_images(buf.batch.max(batch));
         let mut sz = ScratchSizes {
@@ -865,11 +820,9 @@ impl Model {
         on_grads: &mut GradSink<'_>,
     ) {
         let l = self.layout.len;
-        #[cfg(test)]
         let want_input_grad = self.want_input_grad;
-        #[cfg(not(test))]
-        let want_input_grad = false;
         let buf = &mut self.buf;
+        buf.dinput_len = 0;
         let x0: &[f32] = input.as_slice().unwrap_or(&buf.input);
         let [g0, g1] = &mut buf.grad;
         let (mut dy_buf, mut dx_buf) = (g0, g1);
@@ -922,10 +875,10 @@ impl Model {
                 on_grads(op.poff, &self.grads[op.poff..op.poff + op.wlen + op.blen]);
             }
         }
-        #[cfg(test)]
         if l == 0 && want_input_grad {
             let n = batch * self.ops[0].in_size;
             buf.dinput[..n].copy_from_slice(&dy_buf[..n]);
+            buf.dinput_len = n;
         }
         if l == 0 {
             return;
@@ -938,10 +891,10 @@ impl Model {
             last: &buf.acts[l - 1],
             dy: &dy_buf[..],
         };
-        #[cfg(test)]
         let dinput = want_input_grad.then_some(&mut buf.dinput[..]);
-        #[cfg(not(test))]
-        let dinput = None;
+        if want_input_grad {
+            buf.dinput_len = batch * self.ops[0].in_size;
+        }
         stack::backward(
             pool,
             &buf.slots,
@@ -1004,35 +957,66 @@ impl Model {
             .collect()
     }
 
-    /// Test hook: keep d(loss)/d(input) after backward.
-    #[cfg(test)]
-    pub(crate) fn set_want_input_grad(&mut self, on: bool) {
-        self.want_input_grad = on;
+    /// Keeps d(loss)/d(input) after every backward ([`train_step`](Self::train_step),
+    /// [`backward_from_logit_grads`](Self::backward_from_logit_grads)), for
+    /// saliency maps, adversarial inputs or a model stacked in front of this
+    /// one (see [`input_grad`](Self::input_grad)). Off by default: it costs
+    /// an input-sized buffer and the first layer's input gradient.
+    pub fn set_input_grad(&mut self, keep: bool) {
+        self.want_input_grad = keep;
     }
 
-    /// Test hook: after a backward with input gradients on, the input
-    /// gradient (`[batch * C*H*W]`).
-    #[cfg(test)]
-    pub(crate) fn input_grad(&self, batch: usize) -> &[f32] {
-        &self.buf.dinput[..batch * self.ops[0].in_size]
+    /// d(loss)/d(input) of the last backward, `[batch, C, H, W]` flat, when
+    /// [`set_input_grad`](Self::set_input_grad) is on (`None` otherwise, or
+    /// before the first backward).
+    pub fn input_grad(&self) -> Option<&[f32]> {
+        (self.buf.dinput_len > 0).then(|| &self.buf.dinput[..self.buf.dinput_len])
     }
 
-    /// Test hook: forward + backward with a given d(loss)/d(logits)
-    /// (instead of the cross-entropy's).
-    #[cfg(test)]
-    pub(crate) fn backward_with(
+    /// Forward, then backward from `dlogits`, a given d(loss)/d(logits)
+    /// (`[batch, num_classes]` flat), instead of the cross-entropy's: the
+    /// gradients of any loss of the logits (compute `dlogits` from the
+    /// logits of [`predict`](Self::predict) on the same input).
+    /// OVERWRITES [`grads`](Self::grads).
+    ///
+    /// ```
+    /// use ringsgd::nn::Model;
+    /// use ringsgd::parallel::ComputePool;
+    /// let pool = ComputePool::new(1)?;
+    /// let mut m = Model::from_spec("flatten linear(2)", [1, 1, 3], 0)?;
+    /// m.set_input_grad(true);
+    /// let x = ndarray::Array4::from_shape_vec((1, 1, 1, 3), vec![1.0, 2.0, 3.0]).unwrap();
+    /// // loss = logit 0: d/d(weights of output 0) = x, d/d(input) = row 0 of W.
+    /// m.backward_from_logit_grads(&pool, x.view(), &[1.0, 0.0])?;
+    /// assert_eq!(&m.grads()[..3], &[1.0, 2.0, 3.0]);
+    /// let w0 = m.params()[..3].to_vec();
+    /// assert_eq!(m.input_grad().unwrap(), &w0[..]);
+    /// # Ok::<(), ringsgd::Error>(())
+    /// ```
+    pub fn backward_from_logit_grads(
         &mut self,
         pool: &ComputePool,
         input: ArrayView4<'_, f32>,
         dlogits: &[f32],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<()> {
         let batch = self.check_input(&input, None)?;
-        self.prepare(pool, batch, &input);
-        self.forward(pool, &input, batch);
         let n = batch * self.num_classes;
-        let logits = self.buf.acts[self.ops.len() - 1][..n].to_vec();
-        self.buf.grad[0][..n].copy_from_slice(dlogits);
-        self.backward(pool, &input, batch, &mut |_, _| {});
-        Ok(logits)
+        if dlogits.len() != n {
+            return Err(Error::shape(
+                "dlogits",
+                format!(
+                    "{} values for a batch of {batch} x {} classes",
+                    dlogits.len(),
+                    self.num_classes
+                ),
+            ));
+        }
+        self.prepare(pool, batch, &input);
+        pool.install(|| {
+            self.forward(pool, &input, batch);
+            self.buf.grad[0][..n].copy_from_slice(dlogits);
+            self.backward(pool, &input, batch, &mut |_, _| {});
+        });
+        Ok(())
     }
 }

@@ -29,7 +29,7 @@
 //! images in order, and the partials are summed over chunks in chunk order.
 
 use super::conv;
-use super::model::{relu_mask, Op, OpKind};
+use super::op::{relu_mask, Op, OpKind};
 use super::pool;
 use super::scratch::Slots;
 use crate::parallel::ComputePool;

@@ -67,10 +67,13 @@ fn gradcheck(spec: &str, chw: [usize; 3], batch: usize, seed: u64) {
     let r: Vec<f32> = (0..batch * model.num_classes())
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
-    model.set_want_input_grad(true);
-    model.backward_with(&pool, x.view(), &r).unwrap();
+    model.set_input_grad(true);
+    model
+        .backward_from_logit_grads(&pool, x.view(), &r)
+        .unwrap();
     let grads = model.grads().to_vec();
-    let dx = model.input_grad(batch).to_vec();
+    let dx = model.input_grad().unwrap().to_vec();
+    assert_eq!(dx.len(), batch * chw.iter().product::<usize>());
 
     let (mut checked, mut skipped) = (0, 0);
     let mut verdict = |num: f64, num_fine: f64, ana: f64, what: String| {

@@ -4,12 +4,11 @@
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
 
-/// Hyper-parameters of [`Sgd`] (the learning rate is passed to each step so
-/// a schedule can vary it; `lr` here is the base rate).
+/// Hyper-parameters of [`Sgd`]. The learning rate is not one of them: it is
+/// passed to each step, so that a schedule can vary it (the trainer's base
+/// rate is [`TrainConfig::base_lr`](crate::trainer::TrainConfig::base_lr)).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
-    /// Base learning rate (> 0, finite).
-    pub lr: f32,
     /// Momentum factor in `[0, 1)`; 0 disables momentum.
     pub momentum: f32,
     /// L2 weight decay added to the gradient (`g += wd * p`), >= 0.
@@ -21,12 +20,6 @@ pub struct SgdConfig {
 impl SgdConfig {
     /// Checks the values; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::invalid(format!(
-                "lr must be finite and > 0 (got {})",
-                self.lr
-            )));
-        }
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
             return Err(Error::invalid(format!(
                 "momentum must be in [0, 1) (got {})",
@@ -60,10 +53,10 @@ impl SgdConfig {
 ///
 /// ```
 /// use ringsgd::optim::{Sgd, SgdConfig};
-/// let cfg = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+/// let cfg = SgdConfig { momentum: 0.9, weight_decay: 0.0, nesterov: false };
 /// let mut sgd = Sgd::new(cfg, 2)?;
 /// let mut p = [1.0f32, 2.0];
-/// sgd.step(&mut p, &[1.0, -1.0], cfg.lr)?;
+/// sgd.step(&mut p, &[1.0, -1.0], 0.1)?;
 /// assert_eq!(p, [0.9, 2.1]);
 /// # Ok::<(), ringsgd::Error>(())
 /// ```
@@ -256,7 +249,6 @@ mod tests {
 
     fn cfg(momentum: f32, weight_decay: f32, nesterov: bool) -> SgdConfig {
         SgdConfig {
-            lr: 0.1,
             momentum,
             weight_decay,
             nesterov,
@@ -325,13 +317,6 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         for (c, field) in [
-            (
-                SgdConfig {
-                    lr: 0.0,
-                    ..cfg(0.9, 0.0, false)
-                },
-                "lr",
-            ),
             (cfg(1.0, 0.0, false), "momentum"),
             (cfg(0.9, -1.0, false), "weight_decay"),
             (cfg(0.0, 0.0, true), "nesterov"),

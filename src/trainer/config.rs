@@ -2,8 +2,10 @@
 
 use crate::collectives::{Algorithm, Wire};
 use crate::comm::watch::PeerTimeout;
+use crate::data::Augmentation;
 use crate::error::{Error, Result};
 use crate::optim::{LrSchedule, SgdConfig};
+use crate::trainer::balance::Balance;
 
 /// Settings of a data-parallel training run.
 ///
@@ -30,8 +32,8 @@ pub struct TrainConfig {
     pub base_lr: f32,
     /// Learning-rate schedule over global steps.
     pub schedule: LrSchedule,
-    /// Momentum, weight decay, Nesterov (the `lr` field is ignored: the
-    /// schedule sets it every step).
+    /// Momentum, weight decay, Nesterov (the learning rate is `base_lr`
+    /// and the schedule).
     pub sgd: SgdConfig,
     /// Gradient-averaging algorithm.
     pub algorithm: Algorithm,
@@ -47,8 +49,11 @@ pub struct TrainConfig {
     pub bucket_bytes: Option<usize>,
     /// Seed of the initial weights, the data order and the augmentation.
     pub seed: u64,
-    /// Random crop (4-pixel padding) and horizontal flip of training images.
-    pub augment: bool,
+    /// Augmentation of training samples (`None`: none). The data set
+    /// decides what suits it: [`Augmentation::standard`] (random crop with
+    /// 4-pixel padding and horizontal flip) for CIFAR, a crop without flip
+    /// ([`Augmentation::crop`]) for digits. It works for any sample shape.
+    pub augment: Option<Augmentation>,
     /// Hash the weights on every rank every this many steps and fail on
     /// drift (`None`: never).
     pub verify_every: Option<u64>,
@@ -62,6 +67,10 @@ pub struct TrainConfig {
     /// (it does not change the optimisation: a run may resume with another
     /// timeout), but all ranks must still agree on it.
     pub peer_timeout: Option<PeerTimeout>,
+    /// How the global batch is split over the ranks: equal shares, or
+    /// shares that follow each rank's measured speed (see
+    /// [`Balance`]).
+    pub balance: Balance,
 }
 
 impl TrainConfig {
@@ -75,7 +84,7 @@ impl TrainConfig {
 
     /// PiNet's reference settings for a global batch `global_batch`:
     /// SGD momentum 0.9, weight decay 5e-4, lr = 0.05 x batch / 128, cosine
-    /// schedule over `epochs`, augmentation on, ring allreduce overlapped
+    /// schedule over `epochs`, [`Augmentation::standard`], ring allreduce overlapped
     /// with backward in buckets of [`DEFAULT_BUCKET_BYTES`](Self::DEFAULT_BUCKET_BYTES).
     ///
     /// ```
@@ -94,7 +103,6 @@ impl TrainConfig {
                 total_steps: 0,
             },
             sgd: SgdConfig {
-                lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 5e-4,
                 nesterov: false,
@@ -103,10 +111,11 @@ impl TrainConfig {
             wire: Wire::F32,
             bucket_bytes: Some(TrainConfig::DEFAULT_BUCKET_BYTES),
             seed: 0,
-            augment: true,
+            augment: Some(Augmentation::standard()),
             verify_every: None,
             eval_batch: global_batch.clamp(1, 128),
             peer_timeout: Some(PeerTimeout::default()),
+            balance: Balance::Off,
         }
     }
 
@@ -154,6 +163,15 @@ impl TrainConfig {
         if self.bucket_bytes == Some(0) {
             return Err(Error::invalid("bucket size must be at least 1 byte"));
         }
+        if let Balance::Auto {
+            every_steps: Some(0),
+        } = self.balance
+        {
+            return Err(Error::invalid("balance every 0 steps: give at least 1"));
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
         if self.verify_every == Some(0) {
             return Err(Error::invalid("verify-every must be at least 1"));
         }
@@ -190,7 +208,7 @@ impl TrainConfig {
             e("nesterov", self.sgd.nesterov.to_string()),
             e("algorithm", self.algorithm.to_string()),
             e("seed", self.seed.to_string()),
-            e("augment", self.augment.to_string()),
+            e("augment", self.augment_label()),
             e("verify_every", format!("{:?}", self.verify_every)),
             e("eval_batch", self.eval_batch.to_string()),
         ]
@@ -199,7 +217,29 @@ impl TrainConfig {
         // identity of earlier runs (and their checkpoints) is unchanged.
         .chain((self.wire != Wire::F32).then(|| e("wire", self.wire.to_string())))
         .chain(self.bucket_bytes.map(|b| e("bucket_bytes", b.to_string())))
+        .chain((self.balance != Balance::Off).then(|| e("balance", self.balance.to_string())))
         .collect()
+    }
+
+    /// The augmentation as the identity names it: `true` for
+    /// [`Augmentation::standard`] and `false` for none (what runs and
+    /// checkpoints said before the policy became a setting), otherwise
+    /// `pad=P,hflip=B`.
+    ///
+    /// ```
+    /// use ringsgd::data::Augmentation;
+    /// use ringsgd::trainer::TrainConfig;
+    /// let mut cfg = TrainConfig::pinet_defaults(128, 1);
+    /// assert_eq!(cfg.augment_label(), "true");
+    /// cfg.augment = Some(Augmentation::crop(2));
+    /// assert_eq!(cfg.augment_label(), "pad=2,hflip=false");
+    /// ```
+    pub fn augment_label(&self) -> String {
+        match self.augment {
+            None => "false".to_string(),
+            Some(a) if a == Augmentation::standard() => "true".to_string(),
+            Some(a) => format!("pad={},hflip={}", a.pad, a.hflip),
+        }
     }
 
     /// [`entries`](Self::entries) as one line of `name=value`.
@@ -273,6 +313,12 @@ mod tests {
         let mut b = a.clone();
         b.seed = 7;
         assert_ne!(a.canonical(), b.canonical());
+        let mut c = a.clone();
+        c.augment = Some(Augmentation::crop(4));
+        assert_ne!(a.canonical(), c.canonical());
+        c.augment = None;
+        assert!(c.canonical().contains("augment=false"), "{}", c.canonical());
+        assert!(a.canonical().contains("augment=true"), "{}", a.canonical());
         assert_eq!(a.canonical(), a.clone().canonical());
     }
 }

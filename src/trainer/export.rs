@@ -3,34 +3,41 @@
 use std::path::Path;
 
 use crate::checkpoint::safetensors;
-use crate::error::Result;
-use crate::nn::Model;
+use crate::error::{Error, Result};
+use crate::model::Trainable;
 
 /// Writes the model's parameters to `path` in the safetensors format.
 ///
 /// One F32 tensor per parameter tensor, named and laid out as
-/// [`Model::tensors`] describes (PyTorch's conventions: conv weights
+/// [`Trainable::tensors`] describes (for the crate's
+/// [`Model`](crate::nn::Model), PyTorch's conventions: conv weights
 /// `[out, in, kh, kw]`, linear weights `[out, in]`). The header metadata holds
-/// the model spec (`ringsgd.spec`) and the input shape (`ringsgd.input_chw`).
+/// the model's identity (`ringsgd.spec`) and the input shape
+/// (`ringsgd.input_chw`). A tensor outside the parameters is an error.
 /// For PiNet the names match the `state_dict` of the PyTorch module shown in
 /// the README, so `model.load_state_dict(safetensors.torch.load_file(path))`
 /// works.
-pub fn export_safetensors(model: &Model, path: &Path) -> Result<()> {
+pub fn export_safetensors<M: Trainable + ?Sized>(model: &M, path: &Path) -> Result<()> {
     let params = model.params();
     let tensors: Vec<(String, Vec<usize>, &[f32])> = model
         .tensors()
-        .iter()
+        .into_iter()
         .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                &params[t.offset..t.offset + t.len],
-            )
+            let values = params.get(t.offset..t.offset + t.len).ok_or_else(|| {
+                Error::invalid(format!(
+                    "tensor {} ({} values at offset {}) lies outside the model's {} parameters",
+                    t.name,
+                    t.len,
+                    t.offset,
+                    params.len()
+                ))
+            })?;
+            Ok((t.name, t.shape, values))
         })
-        .collect();
-    let [c, h, w] = model.input_chw();
+        .collect::<Result<_>>()?;
+    let [c, h, w] = model.input_shape();
     let metadata = vec![
-        ("ringsgd.spec".to_string(), model.spec().to_string()),
+        ("ringsgd.spec".to_string(), model.identity()),
         ("ringsgd.input_chw".to_string(), format!("{c},{h},{w}")),
     ];
     safetensors::write(path, &tensors, &metadata)

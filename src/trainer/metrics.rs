@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::health::NodeHealth;
 use crate::trainer::timing::StepTimes;
 
 /// Loss and accuracy over a set of images, summed over all ranks.
@@ -17,7 +18,7 @@ pub struct EvalReport {
 }
 
 /// What one epoch (or the part of it that ran) did, identical on all ranks.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EpochReport {
     /// 1-based epoch number.
     pub epoch: u64,
@@ -43,6 +44,11 @@ pub struct EpochReport {
     /// The rank that computed longest in the epoch (with more than one
     /// rank): the one the others waited for.
     pub slowest: Option<Straggler>,
+    /// Every rank's epoch: host, compute, wait, temperature and clock.
+    pub ranks: Vec<RankReport>,
+    /// Every rank's share of the global batch in the epoch's last step
+    /// (equal unless `TrainConfig::balance` moved them).
+    pub shares: Vec<usize>,
     /// Gradient bytes rank 0 put on the wire in the epoch (ring only; 0
     /// otherwise). Over the communication time (`times.allreduce +
     /// times.hidden`) this is the allreduce's bus bandwidth.
@@ -74,6 +80,56 @@ pub struct Straggler {
     pub compute: f64,
     /// The mean over ranks of the same.
     pub mean_compute: f64,
+}
+
+/// One rank's share of an epoch, as every rank sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankReport {
+    /// The rank.
+    pub rank: usize,
+    /// The host it runs on.
+    pub host: String,
+    /// Its compute seconds over the epoch's steps.
+    pub compute: f64,
+    /// Its seconds of the epoch's steps not spent computing: waiting for
+    /// the other ranks and for the gradient's exchange (with overlap, the
+    /// part of the exchange that was not hidden behind backward).
+    pub wait: f64,
+    /// Its node's temperature and clock over the epoch (what the machine
+    /// exposes; see [`crate::health`]).
+    pub health: NodeHealth,
+}
+
+impl RankReport {
+    /// The warning for a rank that ran below its maximum clock or that the
+    /// firmware reports throttled (`None` otherwise).
+    pub fn throttle_warning(&self) -> Option<String> {
+        let h = &self.health;
+        if !h.throttled() {
+            return None;
+        }
+        let mut why = Vec::new();
+        if let (Some(c), Some(m)) = (h.mhz_mean, h.max_mhz) {
+            why.push(format!(
+                "ran at {c:.0} MHz on average (lowest {:.0}) of its maximum {m:.0} MHz",
+                h.mhz_min.unwrap_or(c)
+            ));
+        }
+        if let Some(t) = h.temp_max_c {
+            why.push(format!("up to {t:.1} °C"));
+        }
+        let flags = h.flag_words();
+        if !flags.is_empty() {
+            why.push(format!("firmware: {}", flags.join(", ")));
+        }
+        Some(format!(
+            "rank {} ({}) is throttled: {}; every step waits for it (check its cooling and \
+             power supply)",
+            self.rank,
+            self.host,
+            why.join("; ")
+        ))
+    }
 }
 
 /// Writes one CSV row per epoch, with a header line.

@@ -19,6 +19,7 @@
 //!    update, so the weights and the last checkpoint stay good;
 //! 6. apply the same SGD update on every rank.
 
+mod balance;
 mod config;
 mod data_parallel;
 mod export;
@@ -28,8 +29,9 @@ mod overlap;
 mod resume;
 mod timing;
 
+pub use balance::{balanced_shares, equal_shares, grad_scale, Balance};
 pub use config::TrainConfig;
-pub use data_parallel::{StepProgress, Trainer};
+pub use data_parallel::{StepOutcome, StepProgress, Trainer};
 pub use export::export_safetensors;
-pub use metrics::{EpochReport, EvalReport, MetricsCsv, Straggler, METRICS_HEADER};
+pub use metrics::{EpochReport, EvalReport, MetricsCsv, RankReport, Straggler, METRICS_HEADER};
 pub use timing::{critical_path, median_times, peak_rss_bytes, StepTimes};

@@ -24,7 +24,7 @@ use crate::collectives::Wire;
 use crate::comm::exchange::{self, MAX_TAG};
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
-use crate::nn::{BatchStats, Model};
+use crate::model::{BatchStats, Trainable};
 use crate::parallel::ComputePool;
 
 /// How often the rings in flight are driven while this rank computes:
@@ -46,7 +46,7 @@ pub(crate) struct BucketPlan {
 
 impl BucketPlan {
     /// Groups `parts` (the model's gradient parts in backward order, see
-    /// [`Model::grad_parts`]) into buckets of at least `bucket_bytes` (the
+    /// [`Trainable::grad_parts`]) into buckets of at least `bucket_bytes` (the
     /// last one may be smaller). Parts that do not tile `0..n` from the top
     /// down make one bucket of everything.
     pub(crate) fn new(parts: &[Range<usize>], n: usize, bucket_bytes: usize) -> BucketPlan {
@@ -130,16 +130,17 @@ enum Msg<'a> {
 }
 
 impl Overlap {
-    /// Buffers for `model` on `ranks` ranks.
+    /// Buffers for a model of `n` parameters whose gradient comes in
+    /// `parts` ([`Trainable::grad_parts`]), on `ranks` ranks.
     pub(crate) fn new(
-        model: &Model,
+        parts: &[Range<usize>],
+        n: usize,
         ranks: usize,
         bucket_bytes: usize,
         segment_bytes: usize,
         wire: Wire,
     ) -> Result<Overlap> {
-        let n = model.num_params();
-        let plan = BucketPlan::new(&model.grad_parts(), n, bucket_bytes);
+        let plan = BucketPlan::new(parts, n, bucket_bytes);
         let tags = plan.buckets.len() as u64 * tags_per_ring(ranks) as u64;
         if tags > MAX_TAG as u64 + 1 {
             return Err(Error::invalid(format!(
@@ -182,14 +183,16 @@ impl Overlap {
 
     /// Forward and backward of `model` on a batch while the buckets are
     /// averaged over `comm`'s ranks, in place, into
-    /// [`reduced`](Self::reduced).
-    pub(crate) fn step(
+    /// [`reduced`](Self::reduced); this rank's gradient is weighted by
+    /// `scale` first (its share of the global batch, see `balance`).
+    pub(crate) fn step<M: Trainable>(
         &mut self,
         comm: &dyn Communicator,
-        model: &mut Model,
+        model: &mut M,
         pool: &ComputePool,
         images: ArrayView4<'_, f32>,
         labels: &[u8],
+        scale: f32,
     ) -> Result<(BatchStats, OverlapTimes)> {
         let (p, r) = (comm.size(), comm.rank());
         let t0 = Instant::now();
@@ -200,7 +203,7 @@ impl Overlap {
         let (seg, wire) = (self.segment_len, self.wire);
         let (tx, rx) = mpsc::channel::<Msg<'_>>();
         let result = self.worker.in_place_scope(|sc| {
-            sc.spawn(move |_| compute(model, pool, images, labels, plan, stage, tx));
+            sc.spawn(move |_| compute(model, pool, (images, labels), plan, stage, scale, tx));
             exchange::run(comm, |x| {
                 let mut scratch = scratch;
                 let mut rings: Vec<Option<RingAllreduce<'_>>> = (0..nb).map(|_| None).collect();
@@ -315,13 +318,13 @@ fn hidden_seconds(spans: &[(Instant, Option<Instant>)], computed: Instant) -> f6
 /// The compute thread: backward, handing each bucket over when complete.
 /// Buckets not complete when the step fails are sent zero-filled, so that
 /// the peers' rings still finish; the error comes after them.
-fn compute<'a>(
-    model: &mut Model,
+fn compute<'a, M: Trainable>(
+    model: &mut M,
     pool: &ComputePool,
-    images: ArrayView4<'_, f32>,
-    labels: &[u8],
+    (images, labels): (ArrayView4<'_, f32>, &[u8]),
     plan: &BucketPlan,
     mut stage: Vec<Option<&'a mut [f32]>>,
+    scale: f32,
     tx: mpsc::Sender<Msg<'a>>,
 ) {
     let mut filled = vec![0usize; plan.buckets.len()];
@@ -329,7 +332,14 @@ fn compute<'a>(
         let b = plan.bucket_of(off);
         let range = &plan.buckets[b];
         if let Some(dst) = stage[b].as_mut() {
-            dst[off - range.start..][..vals.len()].copy_from_slice(vals);
+            let dst = &mut dst[off - range.start..][..vals.len()];
+            if scale == 1.0 {
+                dst.copy_from_slice(vals);
+            } else {
+                for (d, &v) in dst.iter_mut().zip(vals) {
+                    *d = v * scale;
+                }
+            }
             filled[b] += vals.len();
             if filled[b] == range.len() {
                 if let Some(done) = stage[b].take() {

@@ -13,18 +13,20 @@ use log::info;
 
 use crate::checkpoint::{Checkpoint, OptimizerState};
 use crate::error::{Error, Result};
+use crate::model::Trainable;
 use crate::optim::Sgd;
+use crate::trainer::balance::{equal_shares, format_shares, parse_shares};
 use crate::trainer::data_parallel::Trainer;
 
-impl Trainer<'_> {
+impl<M: Trainable> Trainer<'_, M> {
     /// The state of the run at this point, to be saved by rank 0.
     pub fn to_checkpoint(&self) -> Checkpoint {
         let cfg = self.config();
         let model = self.model();
         let sgd = self.optimizer();
-        let [c, h, w] = model.input_chw();
+        let [c, h, w] = model.input_shape();
         Checkpoint {
-            model_spec: model.spec().to_string(),
+            model_spec: model.identity(),
             input_chw: [c as u32, h as u32, w as u32],
             params: model.params().to_vec(),
             optimizer: OptimizerState {
@@ -45,9 +47,13 @@ impl Trainer<'_> {
             world_size_at_save: self.comm().size() as u32,
             config: vec![
                 ("global_batch".into(), cfg.global_batch.to_string()),
-                ("augment".into(), cfg.augment.to_string()),
+                ("augment".into(), cfg.augment_label()),
                 ("schedule".into(), format!("{:?}", cfg.schedule)),
                 ("allreduce".into(), cfg.algorithm.to_string()),
+                // Where balancing had moved the batch shares: resumed as
+                // they were (on the same world size), so that resume is
+                // exact.
+                ("shares".into(), format_shares(self.shares())),
             ],
             ..Default::default()
         }
@@ -87,6 +93,23 @@ impl Trainer<'_> {
             }
         }
         comm.broadcast_bytes(0, &mut header)?;
+        // The batch shares (balance): the checkpoint's on the same world
+        // size and global batch, equal otherwise.
+        let (size, gb) = (comm.size(), self.config().global_batch);
+        let saved = root_ckpt.as_ref().and_then(|c| {
+            c.config
+                .iter()
+                .find(|(k, _)| k == "shares")
+                .and_then(|(_, v)| parse_shares(v, size, gb))
+        });
+        let mut shares: Vec<f32> = saved
+            .unwrap_or_else(|| equal_shares(gb, size))
+            .iter()
+            .map(|&s| s as f32)
+            .collect();
+        if header[0] == 1 {
+            comm.broadcast_f32(0, &mut shares)?;
+        }
         if header[0] != 1 {
             return Err(root_error.unwrap_or_else(|| {
                 Error::invalid("rank 0 could not restore the checkpoint (see rank 0's error)")
@@ -108,6 +131,7 @@ impl Trainer<'_> {
         comm.broadcast_f32(0, &mut momentum)?;
         restore_momentum(sgd, &momentum, initialized)?;
         self.set_position(epoch, step);
+        self.set_shares(shares.iter().map(|&s| s as usize).collect());
         info!("rank {rank}: resumed at epoch {epoch}, step {step}");
         Ok(())
     }
@@ -117,11 +141,11 @@ impl Trainer<'_> {
         let model = self.model();
         let bad =
             |msg: String| Error::invalid(format!("cannot resume from this checkpoint: {msg}"));
-        if c.model_spec != model.spec() {
+        if c.model_spec != model.identity() {
             return Err(bad(format!(
                 "it holds model '{}', this run builds '{}'",
                 c.model_spec,
-                model.spec()
+                model.identity()
             )));
         }
         let momentum_len = self.optimizer().momentum_buffer().len();

@@ -67,7 +67,7 @@ impl ScalingRow {
 /// #     allreduce: "ring".into(), param_count: 1, grad_bytes: 4, warmup_steps: 2,
 /// #     step_s_median: step, compute_s_median: step, allreduce_s_median: 0.0,
 /// #     wait_s_median: 0.0, images_per_sec: 64.0 / step, peak_rss_bytes_max: 1,
-/// #     total_s: 12.0 * step }
+/// #     total_s: 12.0 * step, per_rank: vec![] }
 /// # }
 /// let ms = vec![
 ///     Measurement::new(Algorithm::Ring, 1, 1, run(1, 1.0))?,

@@ -67,7 +67,10 @@ pub use projection::{
 };
 pub use report::{to_csv, to_markdown, CSV_HEADER};
 pub use ringsgd::collectives::Algorithm;
-pub use summary::{algorithm_label, parse_algorithm, Measurement, RunSummary, TimingSplit};
+pub use summary::{
+    algorithm_label, parse_algorithm, per_rank_markdown, Measurement, RankSummary, RunSummary,
+    TimingSplit,
+};
 pub use sweep::{
     plan_sweep, run_sweep, running_as_root, tail, CommandLine, DataSource, Launcher, RunConfig,
     SweepOutcome, SweepPlan,

@@ -78,6 +78,93 @@ pub struct RunSummary {
     pub peak_rss_bytes_max: u64,
     /// Wall time of the whole run, seconds.
     pub total_s: f64,
+    /// Every rank of the last epoch: host, compute, wait, temperature and
+    /// clock (absent in summaries written before it existed).
+    #[serde(default)]
+    pub per_rank: Vec<RankSummary>,
+}
+
+/// One rank of a run, so that a user sees which node bent the curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankSummary {
+    /// The rank.
+    pub rank: usize,
+    /// Its host.
+    pub host: String,
+    /// Compute seconds over the last epoch's steps.
+    pub compute_s: f64,
+    /// Seconds of those steps spent waiting for the others and the network.
+    pub waited_s: f64,
+    /// Highest CPU temperature, degrees Celsius (if the node exposes it).
+    pub temp_c: Option<f32>,
+    /// Mean CPU clock while training, MHz (if exposed).
+    pub mhz: Option<f32>,
+    /// Maximum CPU clock, MHz (if exposed).
+    pub max_mhz: Option<f32>,
+    /// Whether the node ran below its maximum clock or its firmware reports
+    /// throttling.
+    pub throttled: bool,
+}
+
+impl RankSummary {
+    /// One row of the per-rank table (see [`per_rank_markdown`]).
+    fn row(&self, m: &Measurement) -> String {
+        let opt =
+            |v: Option<f32>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.0}{unit}"));
+        format!(
+            "| {} | {}x{} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |\n",
+            m.algorithm.name(),
+            m.nodes,
+            m.cores_per_rank,
+            self.rank,
+            self.host,
+            self.compute_s,
+            self.waited_s,
+            opt(self.temp_c, " °C"),
+            opt(self.mhz, ""),
+            opt(self.max_mhz, ""),
+            if self.throttled { "THROTTLED" } else { "" }
+        )
+    }
+}
+
+/// The ranks of every run with more than one rank or with node readings:
+/// compute and wait per rank, temperature and clock.
+///
+/// ```
+/// use ringsgd_speedup::{per_rank_markdown, Algorithm, Measurement, RankSummary, RunSummary};
+/// # let json = r#"{"ranks":2,"cores_per_rank":1,"global_batch":64,"steps":12,
+/// #   "allreduce":"ring","param_count":10,"grad_bytes":40,"warmup_steps":2,
+/// #   "step_s_median":0.5,"compute_s_median":0.4,"allreduce_s_median":0.05,
+/// #   "wait_s_median":0.02,"images_per_sec":128.0,"peak_rss_bytes_max":1,"total_s":9.0}"#;
+/// let mut s = RunSummary::from_json(json, std::path::Path::new("run.json"))?;
+/// s.per_rank = vec![RankSummary { rank: 1, host: "pi2".into(), compute_s: 6.1, waited_s: 0.2,
+///     temp_c: Some(84.0), mhz: Some(1000.0), max_mhz: Some(1800.0), throttled: true }];
+/// let m = Measurement::new(Algorithm::Ring, 2, 1, s)?;
+/// let table = per_rank_markdown(&[m]);
+/// assert!(table.contains("| ring | 2x1 | 1 | pi2 | 6.10 | 0.20 | 84 °C | 1000 | 1800 | THROTTLED |"));
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+pub fn per_rank_markdown(runs: &[Measurement]) -> String {
+    let mut out = String::from(
+        "| algorithm | nodes x cores | rank | host | compute s | waited s | temperature | MHz | max MHz | |\n\
+         |---|---|--:|---|--:|--:|--:|--:|--:|---|\n",
+    );
+    let mut any = false;
+    for m in runs {
+        let p = &m.summary.per_rank;
+        if p.len() > 1 || p.iter().any(|r| r.temp_c.is_some() || r.mhz.is_some()) {
+            for r in p {
+                out.push_str(&r.row(m));
+                any = true;
+            }
+        }
+    }
+    if any {
+        out
+    } else {
+        String::new()
+    }
 }
 
 impl RunSummary {
@@ -290,6 +377,7 @@ pub(crate) mod tests {
             images_per_sec: 64.0 / step,
             peak_rss_bytes_max: 50 << 20,
             total_s: step * 12.0,
+            per_rank: vec![],
         }
     }
 
