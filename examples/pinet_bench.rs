@@ -6,8 +6,11 @@
 //! [`Trainer::evaluate_batch`].
 //!
 //! ```text
-//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--runs 5] [--profile]
+//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--runs 5] [--profile] [--kernels portable|avx2|avx512|auto]
 //! ```
+//!
+//! `--kernels` forces a kernel family (default: `RINGSGD_KERNELS`, else the
+//! best this CPU runs); the `kernels:` line says which ran.
 //!
 //! The last line is always `images_per_sec=<number>` (scripts rely on it):
 //! the median over `--runs` runs of `--steps` steps each. The machine may be
@@ -24,6 +27,7 @@ use ndarray::Array4;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringsgd::comm::local::LocalComm;
+use ringsgd::kernels::{active_isa, select_isa, Isa};
 use ringsgd::nn::Model;
 use ringsgd::optim::LrSchedule;
 use ringsgd::parallel::ComputePool;
@@ -38,6 +42,7 @@ struct Args {
     forward_only: bool,
     profile: bool,
     runs: usize,
+    kernels: Option<Isa>,
 }
 
 /// Runs whose machine-wide CPU use by other processes exceeds this fraction
@@ -102,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         forward_only: false,
         profile: false,
         runs: 1,
+        kernels: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,8 +124,12 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = val("--runs")?,
             "--forward-only" => a.forward_only = true,
             "--profile" => a.profile = true,
+            "--kernels" => {
+                let v = it.next().ok_or("--kernels needs a value")?;
+                a.kernels = Some(v.parse().map_err(|e| format!("--kernels: {e}"))?);
+            }
             "-h" | "--help" => {
-                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile]".into())
+                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--kernels portable|avx2|avx512|auto]".into())
             }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
@@ -144,11 +154,12 @@ fn cpu_ghz() -> Option<f64> {
     Some(mhz / 1000.0)
 }
 
-/// FLOPs per cycle per core of the widest FMA this binary's kernel uses.
+/// FLOPs per cycle per core of the widest FMA the active kernels use.
 fn flops_per_cycle() -> (f64, &'static str) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return (32.0, "AVX2+FMA: 2 x 8-lane FMA");
+    match active_isa() {
+        Isa::Avx512 => return (64.0, "AVX-512: 2 x 16-lane FMA"),
+        Isa::Avx2Fma => return (32.0, "AVX2+FMA: 2 x 8-lane FMA"),
+        Isa::Portable => {}
     }
     #[cfg(target_arch = "aarch64")]
     return (8.0, "NEON: 1 x 4-lane FMA (Cortex-A72 class)");
@@ -158,6 +169,10 @@ fn flops_per_cycle() -> (f64, &'static str) {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    if let Some(isa) = args.kernels {
+        select_isa(isa)?;
+    }
+    println!("kernels: {}", active_isa());
     let pool = ComputePool::new(args.cores)?;
     let world = LocalComm::world(1)?;
     let bench = Bencher::new(&args);

@@ -11,6 +11,9 @@
 //!   baselines (MPI's own allreduce, gather-to-root), written once against the
 //!   trait.
 //! * [`parallel`]: a compute pool of exactly the number of cores granted.
+//! * [`kernels`]: which SIMD kernels (portable, AVX2+FMA, AVX-512) the
+//!   GEMM and convolutions run, chosen at run time; forced with
+//!   [`kernels::select_isa`] or `RINGSGD_KERNELS`.
 //! * [`model`]: the [`Trainable`](model::Trainable) trait, what the trainer
 //!   needs from any model (flat parameters and gradients, the gradient of
 //!   the loss on a batch).
@@ -36,7 +39,7 @@ pub mod comm;
 pub mod data;
 mod error;
 pub mod health;
-mod kernels;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod optim;

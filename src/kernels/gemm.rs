@@ -19,14 +19,15 @@
 //! never on `M`, `N`, the tile position or how callers split C between
 //! threads, so splitting rows or columns of C never changes a bit.
 
+use super::isa::Simd;
 use super::microkernel::{Kernel, Portable, MAX_TILE};
 
 /// Largest K block (rows of B~, columns of A~); see [`k_block`].
 const KC_MAX: usize = 320;
 /// Micro-panels of A per A~ block: MC = MR * MC_PANELS.
 const MC_PANELS: usize = 16;
-/// Micro-panels of B per B~ block: NC = NR * NC_PANELS.
-const NC_PANELS: usize = 64;
+/// Columns of B per B~ block (a multiple of every kernel's NR).
+const NC: usize = 1024;
 
 /// A read-only strided matrix over a slice: element `(i, j)` is
 /// `data[i * rs + j * cs]`.
@@ -84,10 +85,25 @@ pub(crate) trait PackA {
     /// `dst[p*kc*w + k*w + i] = self(r0 + p*w + i, k0 + k)` for the panels
     /// covering rows `r0..r0+rn` (`rn <= MAX_PACK_ROWS`), rows past `rn` zero.
     fn pack(&self, dst: &mut [f32], r0: usize, rn: usize, k0: usize, kc: usize, w: usize);
+    /// The matrix as a strided view the microkernel can read in place
+    /// (`None`: it must be packed).
+    fn view(&self) -> Option<MatRef<'_>> {
+        None
+    }
 }
 
-/// The most rows [`PackA::pack`] is asked for at once (`MC`).
+/// The most rows [`PackA::pack`] is asked for at once (`MC`, for the
+/// kernel with the tallest panels).
 pub(crate) const MAX_PACK_ROWS: usize = 8 * MC_PANELS;
+
+/// A (a strided matrix) is read in place, not packed, when `N` is at most
+/// this: each A panel is then used by few tiles, and one pass over A (a
+/// linear layer's weights) is saved. Never changes results.
+const DIRECT_A_MAX_N: usize = 256;
+
+/// B (with contiguous rows) is read in place when `M` is at most this:
+/// each B panel is then used by few tiles. Never changes results.
+const DIRECT_B_MAX_M: usize = 256;
 
 /// The most columns [`PackA::pack`] is asked for at once (`KC`).
 pub(crate) const MAX_PACK_COLS: usize = KC_MAX;
@@ -101,6 +117,9 @@ impl PackA for MatRef<'_> {
     }
     fn pack(&self, dst: &mut [f32], r0: usize, rn: usize, k0: usize, kc: usize, w: usize) {
         pack(dst, *self, r0, rn, k0, kc, w)
+    }
+    fn view(&self) -> Option<MatRef<'_>> {
+        Some(*self)
     }
 }
 
@@ -117,7 +136,7 @@ impl GemmWorkspace {
     /// whichever thread runs which shape first.
     pub(crate) fn preallocate(&mut self) {
         let a = 8 * MC_PANELS * KC_MAX;
-        let b = 16 * NC_PANELS * KC_MAX;
+        let b = NC * KC_MAX;
         if self.a.len() < a {
             self.a.resize(a, 0.0);
         }
@@ -125,22 +144,6 @@ impl GemmWorkspace {
             self.b.resize(b, 0.0);
         }
     }
-}
-
-/// Which microkernel this CPU runs (detected once per call; cheap).
-#[derive(Clone, Copy)]
-enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma(super::microkernel::Avx2Fma),
-    Portable,
-}
-
-fn detect() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(k) = super::microkernel::Avx2Fma::detect() {
-        return Isa::Avx2Fma(k);
-    }
-    Isa::Portable
 }
 
 /// `C = A·B` (or `C += A·B` when `accumulate`), C row-major with row stride
@@ -153,7 +156,7 @@ pub(crate) fn gemm(
     ldc: usize,
     accumulate: bool,
 ) {
-    gemm_checked(ws, a, b, c, ldc, accumulate, false)
+    gemm_checked(super::isa::simd(), ws, a, b, c, ldc, accumulate, false)
 }
 
 /// Like [`gemm`] but stores the product transposed: `C = A·B` goes to
@@ -167,12 +170,14 @@ pub(crate) fn gemm_ct(
     ldct: usize,
     accumulate: bool,
 ) {
-    gemm_checked(ws, a, b, ct, ldct, accumulate, true)
+    gemm_checked(super::isa::simd(), ws, a, b, ct, ldct, accumulate, true)
 }
 
 /// [`gemm`] (or, when `trans_c`, [`gemm_ct`]) after checking the shapes,
-/// on the best kernel this CPU has.
-fn gemm_checked(
+/// on the kernels of `simd`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_checked(
+    simd: Simd,
     ws: &mut GemmWorkspace,
     a: impl PackA,
     b: MatRef<'_>,
@@ -192,24 +197,13 @@ fn gemm_checked(
         ldc >= cols && (rows - 1) * ldc + cols <= c.len(),
         "gemm: C too small"
     );
-    match detect() {
+    match simd {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
-        Isa::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate, trans_c),
+        Simd::Avx2(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
+        #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
+        Simd::Avx512(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
+        Simd::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate, trans_c),
     }
-}
-
-/// [`gemm`] forced onto the portable kernel (tests and benchmarks).
-#[cfg(test)]
-pub(crate) fn gemm_portable(
-    ws: &mut GemmWorkspace,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    gemm_with(Portable, ws, a, b, c, ldc, accumulate, false)
 }
 
 /// The K block for a given K: blocks of at most `KC` (and at least half of
@@ -244,7 +238,7 @@ fn gemm_with<K: Kernel, A: PackA>(
     }
     let kcb = k_block(kk);
     let mc_max = mr * MC_PANELS;
-    let nc_max = nr * NC_PANELS;
+    let nc_max = NC;
     let a_need = mc_max.min(m.next_multiple_of(mr)) * kcb;
     let b_need = nc_max.min(n.next_multiple_of(nr)) * kcb;
     if ws.a.len() < a_need {
@@ -253,23 +247,51 @@ fn gemm_with<K: Kernel, A: PackA>(
     if ws.b.len() < b_need {
         ws.b.resize(b_need, 0.0);
     }
+    // Operands read in place instead of packed (see DIRECT_A_MAX_N): A
+    // when it is a strided matrix and N is short; B when its rows are
+    // contiguous and M is short. Only a ragged last panel is packed. Same
+    // bits either way.
+    let a_view = a.view().filter(|_| n <= DIRECT_A_MAX_N);
+    let b_direct = b.cs == 1 && b.rs >= nr && m <= DIRECT_B_MAX_M;
     let mut tile = [0f32; MAX_TILE];
     for jc in (0..n).step_by(nc_max) {
         let nc = nc_max.min(n - jc);
         for pc in (0..kk).step_by(kcb) {
             let kc = kcb.min(kk - pc);
             let add = accumulate || pc > 0;
-            pack(&mut ws.b, b.t(), jc, nc, pc, kc, nr);
+            let nfull = nc / nr * nr;
+            if !b_direct {
+                pack(&mut ws.b, b.t(), jc, nc, pc, kc, nr);
+            } else if nfull < nc {
+                pack(&mut ws.b, b.t(), jc + nfull, nc - nfull, pc, kc, nr);
+            }
             for ic in (0..m).step_by(mc_max) {
                 let mc = mc_max.min(m - ic);
-                a.pack(&mut ws.a, ic, mc, pc, kc, mr);
+                let mfull = mc / mr * mr;
+                if a_view.is_none() {
+                    a.pack(&mut ws.a, ic, mc, pc, kc, mr);
+                } else if mfull < mc {
+                    a.pack(&mut ws.a, ic + mfull, mc - mfull, pc, kc, mr);
+                }
                 for jr in (0..nc).step_by(nr) {
                     let nr_eff = nr.min(nc - jr);
-                    let bp = &ws.b[(jr / nr) * kc * nr..][..kc * nr];
+                    let (bp, ldb) = if !b_direct {
+                        (&ws.b[(jr / nr) * kc * nr..][..kc * nr], nr)
+                    } else if jr < nfull {
+                        (&b.data[pc * b.rs + jc + jr..], b.rs)
+                    } else {
+                        (&ws.b[..kc * nr], nr)
+                    };
                     for ir in (0..mc).step_by(mr) {
                         let mr_eff = mr.min(mc - ir);
-                        let ap = &ws.a[(ir / mr) * kc * mr..][..kc * mr];
-                        kern.tile(kc, ap, bp, &mut tile);
+                        let (ap, strides) = match a_view {
+                            None => (&ws.a[(ir / mr) * kc * mr..][..kc * mr], (1, mr)),
+                            Some(v) if ir < mfull => {
+                                (&v.data[(ic + ir) * v.rs + pc * v.cs..], (v.rs, v.cs))
+                            }
+                            Some(_) => (&ws.a[..kc * mr], (1, mr)),
+                        };
+                        kern.tile(kc, ap, strides, bp, ldb, &mut tile);
                         if trans_c {
                             for j in 0..nr_eff {
                                 let col0 = (jc + jr + j) * ldc + ic + ir;
@@ -303,6 +325,7 @@ fn store_row(c: &mut [f32], t: &[f32], add: bool) {
         }
     }
     match c.len() {
+        32 => fixed::<32>(c.try_into().unwrap(), t.try_into().unwrap(), add),
         16 => fixed::<16>(c.try_into().unwrap(), t.try_into().unwrap(), add),
         8 => fixed::<8>(c.try_into().unwrap(), t.try_into().unwrap(), add),
         _ => {
@@ -337,6 +360,7 @@ fn pack(dst: &mut [f32], src: MatRef<'_>, r0: usize, rn: usize, k0: usize, kc: u
         6 => pack_w::<6>(dst, src, r0, rn, k0, kc),
         8 => pack_w::<8>(dst, src, r0, rn, k0, kc),
         16 => pack_w::<16>(dst, src, r0, rn, k0, kc),
+        32 => pack_w::<32>(dst, src, r0, rn, k0, kc),
         _ => unreachable!("no kernel has panels of width {w}"),
     }
 }
@@ -414,7 +438,15 @@ mod tests {
         c
     }
 
-    fn run(portable: bool) {
+    /// Every result on the `isa` path against an f64 reference, for all
+    /// operand layouts (A and B read in place or packed, ragged edges,
+    /// several K blocks), NaN-poisoned C, C^T bit for bit; returns the bits.
+    fn run(isa: crate::kernels::Isa) -> Option<Vec<u32>> {
+        let Some(simd) = Simd::for_isa(isa) else {
+            eprintln!("skipped: this CPU or build cannot run the {isa} kernels");
+            return None;
+        };
+        let mut bits = Vec::new();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut ws = GemmWorkspace::default();
         for &(m, k, n) in &[
@@ -424,6 +456,10 @@ mod tests {
             (33, 27, 70),
             (100, 260, 40),
             (6, 0, 4),
+            (140, 9, 300),
+            (9, 700, 33),
+            (64, 31, 1100),
+            (300, 20, 45),
         ] {
             for layout in 0..4 {
                 let adata: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -444,20 +480,19 @@ mod tests {
                     // NaN-poisoned C must be overwritten when not accumulating.
                     let init = if accumulate { 1.0 } else { f32::NAN };
                     let mut c = vec![init; m * ldc];
-                    if portable {
-                        gemm_portable(&mut ws, a, b, &mut c, ldc, accumulate);
-                    } else {
-                        gemm(&mut ws, a, b, &mut c, ldc, accumulate);
-                        // The transposed store gives the transpose, bit for bit.
-                        let ldt = m + 2;
-                        let mut ct = vec![init; n * ldt];
-                        gemm_ct(&mut ws, a, b, &mut ct, ldt, accumulate);
-                        for i in 0..m {
-                            for j in 0..n {
-                                assert_eq!(ct[j * ldt + i].to_bits(), c[i * ldc + j].to_bits());
-                            }
+                    gemm_checked(simd, &mut ws, a, b, &mut c, ldc, accumulate, false);
+                    // The transposed store gives the transpose, bit for bit.
+                    let ldt = m + 2;
+                    let mut ct = vec![init; n * ldt];
+                    gemm_checked(simd, &mut ws, a, b, &mut ct, ldt, accumulate, true);
+                    for i in 0..m {
+                        for j in 0..n {
+                            assert_eq!(ct[j * ldt + i].to_bits(), c[i * ldc + j].to_bits());
                         }
                     }
+                    bits.extend(
+                        (0..m).flat_map(|i| c[i * ldc..i * ldc + n].iter().map(|v| v.to_bits())),
+                    );
                     for i in 0..m {
                         for j in 0..n {
                             let w = want[i * n + j] + if accumulate { 1.0 } else { 0.0 };
@@ -475,16 +510,28 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn gemm_matches_naive_all_layouts() {
-        run(false);
+        Some(bits)
     }
 
     #[test]
     fn portable_gemm_matches_naive_all_layouts() {
-        run(true);
+        run(crate::kernels::Isa::Portable);
+    }
+
+    #[test]
+    fn avx2_gemm_matches_naive_all_layouts() {
+        run(crate::kernels::Isa::Avx2Fma);
+    }
+
+    /// AVX-512 against the reference, and bit for bit against AVX2 (both
+    /// fuse every multiply-add in the same order).
+    #[test]
+    fn avx512_gemm_matches_naive_and_avx2_bits() {
+        let Some(b512) = run(crate::kernels::Isa::Avx512) else {
+            return;
+        };
+        let b2 = run(crate::kernels::Isa::Avx2Fma).expect("AVX-512 CPUs have AVX2");
+        assert!(b512 == b2, "AVX-512 and AVX2 GEMMs differ in some bit");
     }
 
     #[test]
@@ -509,22 +556,45 @@ mod tests {
     }
 }
 
-/// Speed probe: `cargo test --release --lib gemm_speed -- --ignored --nocapture`.
+/// Speed probe: `cargo test --release --lib gemm_speed -- --ignored --nocapture`
+/// (run it through `/work/runs/quiet` on a shared machine).
 #[cfg(test)]
 mod speed {
     use super::*;
+    use crate::kernels::Isa;
     use std::time::Instant;
+
+    fn best_of(reps: usize, rounds: usize, mut f: impl FnMut()) -> f64 {
+        let mut s = f64::MAX;
+        for _ in 0..rounds {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            s = s.min(t.elapsed().as_secs_f64());
+        }
+        s
+    }
 
     #[test]
     #[ignore]
     fn gemm_speed() {
         let mut ws = GemmWorkspace::default();
+        let isas: Vec<(Isa, Simd)> = Isa::ALL
+            .iter()
+            .filter_map(|&i| Some((i, Simd::for_isa(i)?)))
+            .collect();
+        // (m, k, n, B transposed): conv-like shapes, then fc1's forward
+        // (W·x^T), weight gradient (dy^T·x) and input gradient (dy·W) at
+        // batch 32 per 32-row or 16-row task.
         for &(m, k, n, bt) in &[
             (32usize, 288usize, 1024usize, false),
             (64, 576, 256, false),
-            (32, 1024, 288, true),
             (288, 32, 1024, false),
-            (96, 256, 1024, false),
+            (32, 4096, 32, true),
+            (32, 4096, 128, true),
+            (32, 32, 4096, false),
+            (16, 256, 4096, false),
         ] {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
@@ -534,51 +604,48 @@ mod speed {
             } else {
                 MatRef::row_major(&b, k, n)
             };
-            let reps = 20;
-            let mut s = f64::MAX;
-            for _ in 0..30 {
-                let t = Instant::now();
-                for _ in 0..reps {
-                    gemm(&mut ws, MatRef::row_major(&a, m, k), bm, &mut c, n, false);
-                }
-                s = s.min(t.elapsed().as_secs_f64());
-            }
-            let mut sp = f64::MAX;
-            for _ in 0..5 {
-                let t = Instant::now();
-                for _ in 0..reps {
-                    gemm_portable(&mut ws, MatRef::row_major(&a, m, k), bm, &mut c, n, false);
-                }
-                sp = sp.min(t.elapsed().as_secs_f64());
-            }
+            let reps = (2e8 / (2.0 * (m * k * n) as f64)).ceil() as usize;
             let fl = 2.0 * (m * k * n * reps) as f64;
-            eprintln!(
-                "m{m} k{k} n{n} bt{bt}: {:.1} GFLOP/s (portable kernel {:.1})",
-                fl / s / 1e9,
-                fl / sp / 1e9
-            );
+            let line: Vec<String> = isas
+                .iter()
+                .map(|&(isa, simd)| {
+                    let am = MatRef::row_major(&a, m, k);
+                    let s = best_of(reps, 15, || {
+                        gemm_checked(simd, &mut ws, am, bm, &mut c, n, false, false)
+                    });
+                    format!("{isa} {:.1}", fl / s / 1e9)
+                })
+                .collect();
+            eprintln!("m{m} k{k} n{n} bt{bt}: GFLOP/s {}", line.join(", "));
         }
-        // microkernel alone
-        #[cfg(target_arch = "x86_64")]
-        if let Some(kern) = crate::kernels::microkernel::Avx2Fma::detect() {
-            use crate::kernels::microkernel::Kernel;
-            let a = vec![0.5f32; 256 * 6];
-            let b = vec![0.25f32; 256 * 16];
+        // microkernels alone (packed panels, kc = 256, in L1)
+        fn alone<K: crate::kernels::microkernel::Kernel>(name: &str, kern: K) {
+            let a = vec![0.5f32; 256 * K::MR];
+            let b = vec![0.25f32; 256 * K::NR];
             let mut tile = [0f32; MAX_TILE];
             let reps = 10_000;
-            let mut s = f64::MAX;
-            for _ in 0..30 {
-                let t = Instant::now();
-                for _ in 0..reps {
-                    kern.tile(256, std::hint::black_box(&a), &b, &mut tile);
-                    std::hint::black_box(&tile);
-                }
-                s = s.min(t.elapsed().as_secs_f64());
+            let s = best_of(reps, 30, || {
+                kern.tile(
+                    256,
+                    std::hint::black_box(&a),
+                    (1, K::MR),
+                    &b,
+                    K::NR,
+                    &mut tile,
+                );
+                std::hint::black_box(&tile);
+            });
+            let fl = 2.0 * (K::MR * K::NR * 256 * reps) as f64;
+            eprintln!("{name} microkernel alone: {:.1} GFLOP/s", fl / s / 1e9);
+        }
+        for &(_, simd) in &isas {
+            match simd {
+                Simd::Portable => alone("portable", Portable),
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2(k) => alone("avx2", k),
+                #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
+                Simd::Avx512(k) => alone("avx512", k),
             }
-            eprintln!(
-                "microkernel: {:.1} GFLOP/s",
-                2.0 * (96.0 * 256.0 * reps as f64) / s / 1e9
-            );
         }
     }
 }

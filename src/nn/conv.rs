@@ -14,7 +14,7 @@
 //! ```
 
 use super::scratch::{Scratch, ScratchSizes};
-use crate::kernels::direct::{self, Offsets, NP};
+use crate::kernels::direct::{self, Offsets, MAX_PANEL_PAD, NP};
 use crate::kernels::gemm::{gemm, gemm_ct, MatRef, PackA, MAX_PACK_COLS, MAX_PACK_ROWS};
 
 /// Geometry of one convolution layer.
@@ -99,18 +99,23 @@ impl ConvGeom {
         if self.direct_forward() {
             s.xpad = self.cin * hp * wp + NP;
             debug_assert_eq!(s.xpad, self.pad_len());
-            s.apack = (self.cout + 3) * self.k();
+            s.apack = (self.cout + MAX_PANEL_PAD) * self.k();
             s.offs = self.k();
         }
         if self.direct_dx() {
             let (ph, pw) = (self.kh - 1 - self.pad, self.kw - 1 - self.pad);
             let (hq, wq) = (self.oh + 2 * ph, self.ow + 2 * pw);
             s.xpad = s.xpad.max(self.cout * hq * wq + NP);
-            s.apack = s.apack.max((self.cin + 3) * self.cout * self.kh * self.kw);
+            s.apack = s
+                .apack
+                .max((self.cin + MAX_PANEL_PAD) * self.cout * self.kh * self.kw);
             s.offs = s.offs.max(self.cout * self.kh * self.kw);
         }
         if self.direct_dw() {
             s.xpad = s.xpad.max(chunk * self.pad_len());
+            // The transposed output gradient of the AVX-512 weight gradient.
+            let qlen = (self.oh - 1) * wp + self.ow;
+            s.col = s.col.max(chunk * qlen * self.cout.next_multiple_of(16));
         }
         s
     }
@@ -155,18 +160,6 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     }
 }
 
-/// Rows (output channels) of the next direct-conv panel when `rem` remain:
-/// panels of 6 and 4 rows tile any even count exactly (32 = 4x6 + 2x4).
-fn panel_rows(rem: usize) -> usize {
-    let even = rem + rem % 2;
-    match even {
-        0 => 0,
-        e if e % 6 == 0 => 6,
-        2 | 4 | 8 => 4,
-        _ => 6,
-    }
-}
-
 /// Direct stride-1 convolution of a zero-padded input `xp` (`cin` channels
 /// of `hp x wp`) into `out` (`n_out` channels of `oh x ow`), with weights
 /// given by `wt(o, c, ky, kx)`, and `store(o, p0, vals)` receiving each
@@ -183,6 +176,8 @@ fn direct_conv(
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
     let k = cin * kh * kw;
+    let simd = crate::kernels::active_simd();
+    let panel_rows = |rem| direct::panel_rows(simd, rem);
     let offs = &mut offs[..k];
     for c in 0..cin {
         for ky in 0..kh {
@@ -221,11 +216,7 @@ fn direct_conv(
             while start < n_out {
                 let mr = panel_rows(n_out - start);
                 let a = &apack[off..off + k * mr];
-                if mr == 6 {
-                    direct::tile::<6>(a, xp, base, offs, &mut tile);
-                } else {
-                    direct::tile::<4>(a, xp, base, offs, &mut tile);
-                }
+                direct::tile(simd, mr, a, xp, base, offs, &mut tile);
                 for i in 0..mr.min(n_out - start) {
                     store(start + i, oy * ow + ox0, &tile[i * NP..i * NP + n]);
                 }
@@ -321,6 +312,15 @@ fn backward_dw_direct(
         ow: g.ow,
         wp,
     };
+    let simd = crate::kernels::active_simd();
+    // With few taps (a first layer's 27) transposing dy costs more than
+    // the horizontal sums it saves.
+    #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
+    if let crate::kernels::Simd::Avx512(k) = simd {
+        if g.k() >= 64 {
+            return backward_dw_taps(k, g, dys, n, dwt, s);
+        }
+    }
     let mut t = [0f32; 12];
     // Channel panels outermost: the panel's dy (4 channels x n images) stays
     // in L1 while the padded images stream past it once per panel.
@@ -329,13 +329,78 @@ fn backward_dw_direct(
             for ky in 0..g.kh {
                 let xoff = (c * hp + ky) * wp;
                 let k0 = (c * g.kh + ky) * 3;
-                direct::dw_tile_4x3(&dys[co * p..], &s.xpad[..n * plen], xoff, d, &mut t);
+                direct::dw_tile_4x3(simd, &dys[co * p..], &s.xpad[..n * plen], xoff, d, &mut t);
                 for i in 0..4 {
                     for kx in 0..3 {
                         dwt[(k0 + kx) * g.cout + co + i] = t[i * 3 + kx];
                     }
                 }
             }
+        }
+    }
+}
+
+/// [`backward_dw_direct`] on AVX-512, after the padded images are in
+/// `s.xpad`: the output gradient transposed to `[image][oy*wp + ox][Cout]`
+/// (zero at the padding columns) in `s.col`, then tiles of 8 taps x 32 (or
+/// 16) output channels, each element reduced over all pixels of all `n`
+/// images in order, with no horizontal sums.
+#[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
+fn backward_dw_taps(
+    k: crate::kernels::microkernel::Avx512,
+    g: &ConvGeom,
+    dys: &[f32],
+    n: usize,
+    dwt: &mut [f32],
+    s: &mut Scratch,
+) {
+    use crate::kernels::direct::{dw_taps_tile, DwTaps, DW_TAPS};
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let (p, cout, ow) = (g.p(), g.cout, g.ow);
+    let qlen = (g.oh - 1) * wp + ow;
+    let ldd = cout.next_multiple_of(16);
+    let dyt = &mut s.col[..n * qlen * ldd];
+    dyt.fill(0.0);
+    for j in 0..n {
+        let dyj = &dys[j * cout * p..(j + 1) * cout * p];
+        let dtj = &mut dyt[j * qlen * ldd..(j + 1) * qlen * ldd];
+        for oy in 0..g.oh {
+            for ox in 0..ow {
+                let row = &mut dtj[(oy * wp + ox) * ldd..][..cout];
+                for (co, v) in row.iter_mut().enumerate() {
+                    *v = dyj[co * p + oy * ow + ox];
+                }
+            }
+        }
+    }
+    let op = DwTaps {
+        xp: &s.xpad[..n * g.pad_len()],
+        x_img: g.pad_len(),
+        dyt: &s.col[..n * qlen * ldd],
+        ldd,
+        nimg: n,
+        qlen,
+    };
+    let kk = g.k();
+    let tap_off = |t: usize| {
+        let (c, ky, kx) = (t / (g.kh * g.kw), (t / g.kw) % g.kh, t % g.kw);
+        (c * hp + ky) * wp + kx
+    };
+    let mut tile = [0f32; crate::kernels::microkernel::MAX_TILE];
+    for t0 in (0..kk).step_by(DW_TAPS) {
+        let taps = DW_TAPS.min(kk - t0);
+        let offs: [usize; DW_TAPS] =
+            std::array::from_fn(|i| if i < taps { tap_off(t0 + i) } else { 0 });
+        let mut j0 = 0;
+        while j0 < cout {
+            let nv = if j0 + 32 <= ldd { 2 } else { 1 };
+            dw_taps_tile(k, op, &offs, j0, nv, &mut tile);
+            let cols = (16 * nv).min(cout - j0);
+            for i in 0..taps {
+                let dst = &mut dwt[(t0 + i) * cout + j0..][..cols];
+                dst.copy_from_slice(&tile[i * 32..i * 32 + cols]);
+            }
+            j0 += 16 * nv;
         }
     }
 }
