@@ -161,11 +161,6 @@ pub fn load_checked(path: &Path, expected_md5: Option<&str>) -> Result<CifarData
     Ok(data)
 }
 
-enum Source {
-    Dir(PathBuf),
-    Archive(PathBuf),
-}
-
 pub(super) fn data_err(
     file: impl Into<PathBuf>,
     record: Option<usize>,
@@ -178,14 +173,31 @@ pub(super) fn data_err(
     }
 }
 
-fn resolve(path: &Path) -> Result<Source> {
+/// Where a data set's files are: a file (an archive), or a folder.
+pub(super) enum Source {
+    Dir(PathBuf),
+    Archive(PathBuf),
+}
+
+/// Finds a CIFAR-style data set at `path`: an archive file, a folder with
+/// any of `files`, a folder containing the folder `nested`, or a folder
+/// containing `archive`. Errors name `path`, say what was `expected` and,
+/// for a wrong folder, what is in it (`set` names the data set).
+pub(super) fn locate(
+    path: &Path,
+    set: &str,
+    files: &[&str],
+    nested: &str,
+    archive: &str,
+    expected: &str,
+) -> Result<Source> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let what = if e.kind() == ErrorKind::NotFound {
             "no such file or folder".to_string()
         } else {
             e.to_string()
         };
-        data_err(path, None, format!("{what}; {}", expected_layout()))
+        data_err(path, None, format!("{what}; {expected}"))
     })?;
     if meta.is_file() {
         return Ok(Source::Archive(path.to_path_buf()));
@@ -194,27 +206,39 @@ fn resolve(path: &Path) -> Result<Source> {
         return Err(data_err(
             path,
             None,
-            format!("neither a file nor a folder; {}", expected_layout()),
+            format!("neither a file nor a folder; {expected}"),
         ));
     }
-    if batch_files().any(|f| path.join(f).exists()) {
+    if files.iter().any(|f| path.join(f).exists()) {
         return Ok(Source::Dir(path.to_path_buf()));
     }
-    let nested = path.join(BATCHES_DIR);
-    if nested.is_dir() {
-        return Ok(Source::Dir(nested));
+    let inner = path.join(nested);
+    if inner.is_dir() {
+        return Ok(Source::Dir(inner));
     }
-    let archive = path.join(ARCHIVE_NAME);
-    if archive.is_file() {
-        return Ok(Source::Archive(archive));
+    let packed = path.join(archive);
+    if packed.is_file() {
+        return Ok(Source::Archive(packed));
     }
     // Wrong folder: say what we wanted and what is there.
     let listing = folder_listing(path)?;
     Err(data_err(
         path,
         None,
-        format!("not a CIFAR-10 folder ({listing}); {}", expected_layout()),
+        format!("not a {set} folder ({listing}); {expected}"),
     ))
+}
+
+fn resolve(path: &Path) -> Result<Source> {
+    let files: Vec<&str> = batch_files().collect();
+    locate(
+        path,
+        "CIFAR-10",
+        &files,
+        BATCHES_DIR,
+        ARCHIVE_NAME,
+        &expected_layout(),
+    )
 }
 
 /// What is in folder `path`, for an error: "found a, b, c" (at most ten

@@ -31,8 +31,8 @@ use std::io::{BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use super::cifar::{
-    data_err, folder_listing, parse_names, read_archive, read_records, ArchiveReader, Batch,
-    LabelByte, MAX_META_BYTES,
+    data_err, locate, parse_names, read_archive, read_records, ArchiveReader, Batch, LabelByte,
+    Source, MAX_META_BYTES,
 };
 use super::dataset::{DataSplits, Dataset, IMAGE_BYTES};
 use crate::{Error, Result};
@@ -282,50 +282,15 @@ pub fn load_labels(path: &Path, kind: LabelKind) -> Result<DataSplits> {
     Ok(data)
 }
 
-enum Source {
-    Dir(PathBuf),
-    Archive(PathBuf),
-}
-
 fn resolve(path: &Path) -> Result<Source> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let what = if e.kind() == ErrorKind::NotFound {
-            "no such file or folder".to_string()
-        } else {
-            e.to_string()
-        };
-        data_err(path, None, format!("{what}; {}", expected_layout()))
-    })?;
-    if meta.is_file() {
-        return Ok(Source::Archive(path.to_path_buf()));
-    }
-    if !meta.is_dir() {
-        return Err(data_err(
-            path,
-            None,
-            format!("neither a file nor a folder; {}", expected_layout()),
-        ));
-    }
-    if [TRAIN_FILE, TEST_FILE]
-        .iter()
-        .any(|f| path.join(f).exists())
-    {
-        return Ok(Source::Dir(path.to_path_buf()));
-    }
-    let nested = path.join(DATA_DIR);
-    if nested.is_dir() {
-        return Ok(Source::Dir(nested));
-    }
-    let archive = path.join(ARCHIVE_NAME);
-    if archive.is_file() {
-        return Ok(Source::Archive(archive));
-    }
-    let listing = folder_listing(path)?;
-    Err(data_err(
+    locate(
         path,
-        None,
-        format!("not a CIFAR-100 folder ({listing}); {}", expected_layout()),
-    ))
+        "CIFAR-100",
+        &[TRAIN_FILE, TEST_FILE],
+        DATA_DIR,
+        ARCHIVE_NAME,
+        &expected_layout(),
+    )
 }
 
 /// What the files gave: training and test records, the names of the
