@@ -444,7 +444,8 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             if self.cfg.max_steps.is_some_and(|m| self.step >= m) {
                 break;
             }
-            let shard = if self.shares == equal_shares(gb, size) {
+            // Equal shares (no allocation per step): the plan's own rule.
+            let shard = if self.shares.iter().all(|&n| n * size == gb) {
                 shards.step(s as usize)?
             } else {
                 shards.step_with_shares(s as usize, &self.shares)?
