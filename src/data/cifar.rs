@@ -282,6 +282,28 @@ const CIFAR10_LABELS: [LabelByte; 1] = [LabelByte {
     classes: NUM_CLASSES,
 }];
 
+/// Records in each file of the official CIFAR-10 (five training batches and
+/// the test batch).
+const OFFICIAL_BATCH_RECORDS: u64 = 10_000;
+
+/// Logs a batch file's record count, and warns when it is not the official
+/// 10,000: a copy cut at a record boundary (or a hand-made subset) loads
+/// without error, so the user at least hears that it is not CIFAR-10 as
+/// published.
+fn log_batch_size(file: &Path, size: u64) {
+    let records = size / RECORD_BYTES as u64;
+    if records == OFFICIAL_BATCH_RECORDS {
+        log::debug!("read {}: {records} records", file.display());
+    } else {
+        log::warn!(
+            "{}: {records} records where each file of the official CIFAR-10 holds {}: \
+             training on what it holds (a cut copy or a subset?)",
+            file.display(),
+            OFFICIAL_BATCH_RECORDS
+        );
+    }
+}
+
 /// Reads `size` bytes of CIFAR-10 records from `reader`, validating as it
 /// goes.
 fn read_batch<R: Read>(reader: &mut R, size: u64, file: &Path) -> Result<Batch> {
@@ -493,11 +515,7 @@ fn load_dir(dir: &Path) -> Result<CifarData> {
         let size = f.metadata().map_err(|e| Error::io(&file, e))?.len();
         let mut reader = BufReader::new(f);
         slots[slot] = Some(read_batch(&mut reader, size, &file)?);
-        log::debug!(
-            "read {}: {} records",
-            file.display(),
-            size / RECORD_BYTES as u64
-        );
+        log_batch_size(&file, size);
     }
     if let Some(err) = missing_error(dir, &slots) {
         return Err(err);
@@ -643,11 +661,7 @@ fn read_members(archive: &Path, tar: &mut ArchiveReader) -> Result<Members> {
             }
             let size = entry.size();
             slots[slot] = Some(read_batch(&mut entry, size, &shown)?);
-            log::debug!(
-                "read {}: {} records",
-                shown.display(),
-                size / RECORD_BYTES as u64
-            );
+            log_batch_size(&shown, size);
             if batches_base.is_none() {
                 batches_base = Some(
                     member
