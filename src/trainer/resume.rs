@@ -182,6 +182,66 @@ impl<M: Trainable> Trainer<'_, M> {
                 cfg.global_batch
             )));
         }
+        // A resume continues the same run: other optimiser settings would
+        // make it neither the saved run nor a fresh one.
+        let o = &c.optimizer;
+        let settings = [
+            (
+                "learning rate (--lr)",
+                o.lr.to_string(),
+                cfg.base_lr.to_string(),
+            ),
+            (
+                "momentum (--momentum)",
+                o.momentum.to_string(),
+                cfg.sgd.momentum.to_string(),
+            ),
+            (
+                "weight decay (--weight-decay)",
+                o.weight_decay.to_string(),
+                cfg.sgd.weight_decay.to_string(),
+            ),
+            (
+                "Nesterov (--nesterov)",
+                o.nesterov.to_string(),
+                cfg.sgd.nesterov.to_string(),
+            ),
+        ];
+        let saved = |key: &str| {
+            c.config
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let recorded = [
+            (
+                "schedule (--schedule, --warmup-steps, --step-*)",
+                "schedule",
+                format!("{:?}", cfg.schedule),
+            ),
+            (
+                "augmentation (--no-augment)",
+                "augment",
+                cfg.augment_label(),
+            ),
+        ];
+        let differing = settings
+            .into_iter()
+            .chain(
+                recorded
+                    .into_iter()
+                    .filter_map(|(what, key, now)| saved(key).map(|was| (what, was, now))),
+            )
+            .filter(|(_, was, now)| was != now)
+            .map(|(what, was, now)| format!("{what} {was} in the checkpoint, {now} in this run"))
+            .collect::<Vec<_>>();
+        if !differing.is_empty() {
+            return Err(bad(format!(
+                "it was trained with other settings: {}; a resume continues the same run \
+                 (start afresh with --overwrite to change them)",
+                differing.join("; ")
+            )));
+        }
         Ok(())
     }
 }
