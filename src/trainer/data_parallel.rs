@@ -427,6 +427,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         // the last partial global batch dropped.
         let plan = ShardPlan::new(train.len(), gb, true, self.cfg.seed, rank, size)?;
         check_input_shape(train, self.model.input_shape())?;
+        check_classes(train, self.model.num_classes())?;
         check_augmentation(train, self.cfg.augment.as_ref())?;
         let shards = match self.shards.take() {
             Some(e) if e.epoch() == self.epoch && *e.plan() == plan => e,
@@ -732,6 +733,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         let (lo, hi) = (n * rank / size, n * (rank + 1) / size);
         let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
         check_input_shape(data, self.model.input_shape())?;
+        check_classes(data, self.model.num_classes())?;
         let mut builder = batch_builder(self.batches.take(), norm, self.cfg.augment)?;
         let mut start = lo;
         let mut outcome = Ok(());
@@ -991,6 +993,22 @@ fn check_input_shape(data: &Dataset, input: [usize; 3]) -> Result<()> {
         data.shape(),
         Shape::from(input),
         data.shape().to_array()
+    )))
+}
+
+/// Refuses a data set with more classes than the model has outputs, before
+/// any step (a label past the last logit would otherwise stop the run at the
+/// first batch that holds one).
+fn check_classes(data: &Dataset, model_classes: usize) -> Result<()> {
+    if data.num_classes() <= model_classes {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the data set has {} classes but the model gives {model_classes} outputs: its last \
+         layer must have at least {} (e.g. linear({}))",
+        data.num_classes(),
+        data.num_classes(),
+        data.num_classes()
     )))
 }
 
