@@ -244,7 +244,15 @@ fn a_resume_on_other_data_is_refused_naming_what_differs() {
     // changed: only the training labels differ.
     let (ckpt2, csv2) = (dir.join("real.ckpt"), dir.join("real.csv"));
     let outputs2 = ["--checkpoint", p(&ckpt2), "--metrics-csv", p(&csv2)];
-    assert_ok(&standalone(&args(p(&real), &outputs2)));
+    let out = standalone(&args(p(&real), &outputs2));
+    assert_ok(&out);
+    // The files are CIFAR-format but not CIFAR-10's 10,000 records each:
+    // loaded, with a warning naming the file.
+    assert!(
+        output_text(&out).contains("records where each file of the official CIFAR-10 holds 10000"),
+        "{}",
+        output_text(&out)
+    );
     let before = snapshot(dir);
     let mut extra = outputs2.to_vec();
     extra.extend(["--epochs", "2", "--resume"]);
@@ -258,6 +266,61 @@ fn a_resume_on_other_data_is_refused_naming_what_differs() {
     assert_unchanged(dir, &before, "after the refused resume");
     // The same data resumes.
     let stdout = assert_ok(&standalone(&args(p(&real), &extra)));
+    assert!(stdout.contains("resumed from"), "{stdout}");
+}
+
+/// A resume continues the same run: other optimiser settings (learning
+/// rate, momentum, weight decay, Nesterov, schedule, augmentation) are
+/// refused, each named with both values; more epochs are allowed.
+#[test]
+fn a_resume_with_other_optimiser_settings_is_refused_naming_them() {
+    let s = Scratch::new("inputs", "resume-settings");
+    let dir = s.path();
+    let ckpt = dir.join("run.ckpt");
+    let outputs = ["--checkpoint", p(&ckpt)];
+    assert_ok(&standalone(&args("synthetic:96", &outputs)));
+    let before = snapshot(dir);
+    let resume = |more: &[&str]| {
+        let mut extra = outputs.to_vec();
+        extra.extend(["--epochs", "2", "--resume"]);
+        extra.extend(more);
+        standalone(&args("synthetic:96", &extra))
+    };
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--lr", "0.1"],
+            &["learning rate (--lr)", "0.1 in this run"],
+        ),
+        (
+            &["--momentum", "0.5"],
+            &["momentum (--momentum) 0.9 in the checkpoint, 0.5"],
+        ),
+        (
+            &["--weight-decay", "0"],
+            &["weight decay (--weight-decay) 0.0005 in the checkpoint"],
+        ),
+        (
+            &["--nesterov"],
+            &["Nesterov (--nesterov) false in the checkpoint, true"],
+        ),
+        (
+            &["--schedule", "constant"],
+            &["schedule", "Constant in this run"],
+        ),
+        (&["--warmup-steps", "1"], &["schedule", "warmup_steps: 1"]),
+        (&["--no-augment"], &["augmentation (--no-augment)"]),
+    ];
+    for (more, needles) in cases {
+        let out = resume(more);
+        assert_refused_at(&out, needles, false);
+        assert!(
+            output_text(&out).contains("--overwrite"),
+            "{}",
+            output_text(&out)
+        );
+    }
+    assert_unchanged(dir, &before, "after the refused resumes");
+    let stdout = assert_ok(&resume(&[]));
     assert!(stdout.contains("resumed from"), "{stdout}");
 }
 
@@ -276,12 +339,17 @@ fn a_diverging_run_fails_and_keeps_the_last_good_checkpoint() {
         &["training diverged at epoch 1, step 2", "not finite"],
         false,
     );
-    assert_ok(&standalone(&args("synthetic:96", &outputs)));
+    // One step at that rate still has a finite loss and is checkpointed
+    // (a resume must keep the run's learning rate); the resumed run then
+    // diverges at its first step.
+    let mut first = outputs.to_vec();
+    first.extend(["--lr", "1e30", "--max-steps", "1"]);
+    assert_ok(&standalone(&args("synthetic:96", &first)));
     let before = snapshot(dir);
     let mut extra = outputs.to_vec();
     extra.extend(["--epochs", "3", "--resume", "--lr", "1e30"]);
     let out = standalone(&args("synthetic:96", &extra));
-    assert_refused_at(&out, &["training diverged at epoch 2, step 2"], false);
+    assert_refused_at(&out, &["training diverged at epoch 1, step 2"], false);
     assert_unchanged(dir, &before, "after the diverged run");
 }
 
@@ -340,6 +408,23 @@ fn nonsense_and_overflowing_flags_are_refused_before_any_work() {
                 "--global-batch",
             ],
         ),
+        // Negative numbers are values (naming their flag), not unknown flags.
+        (&["--epochs", "-1"], &["'-1'", "--epochs"]),
+        (&["--lr", "-0.1"], &["--lr", "-0.1"]),
+        (&["--link-rate", "-1gbit"], &["--link-rate", "positive"]),
+        (&["--log-every", "-5"], &["--log-every", "-5"]),
+        (
+            &["--bucket-kb", "64", "--allreduce", "naive"],
+            &["--bucket-kb 64", "--allreduce ring"],
+        ),
+        (
+            &["--bucket-kb", "18446744073709551615"],
+            &["--bucket-kb 18446744073709551615", "at most"],
+        ),
+        (
+            &["--local-ranks", "100000"],
+            &["--local-ranks 100000", "MemAvailable"],
+        ),
     ];
     for (extra, needles) in cases {
         let mut extra = extra.to_vec();
@@ -357,6 +442,19 @@ fn nonsense_and_overflowing_flags_are_refused_before_any_work() {
         &out,
         &["--warmup-steps 18446744073709551615", "shorter than"],
     );
+    let summary = dir.join("summary.json");
+    let out = standalone(&args(
+        "synthetic:96",
+        &["--summary-warmup", "100", "--summary-json", p(&summary)],
+    ));
+    assert_refused_at(&out, &["--summary-warmup 100", "medians"], false);
+    // A model with fewer outputs than the data has classes: refused before
+    // the first step, not at the first batch holding a label past them.
+    let out = standalone(&args(
+        "synthetic:96",
+        &["--model", "conv3x3(4,p1) relu flatten linear(7)"],
+    ));
+    assert_refused_at(&out, &["10 classes", "7 outputs"], false);
     assert_unchanged(dir, &before, "after the refused runs");
 }
 

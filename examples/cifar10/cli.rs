@@ -6,6 +6,11 @@ use clap::Parser;
 use ringsgd::collectives::{Algorithm, Wire};
 use ringsgd::optim::LrSchedule;
 
+/// `--bucket-kb` when not given: PiNet's fully connected layers (4.2 MB)
+/// in one bucket and its convolutions (262 KB) in the other (see the
+/// README's overlap section for the measurements behind it).
+pub const DEFAULT_BUCKET_KB: usize = 1024;
+
 /// Train a CNN (PiNet by default) on CIFAR-10 with data-parallel SGD.
 ///
 /// Standalone it runs as one rank; under `mpirun -np N` as N ranks (one per
@@ -20,7 +25,7 @@ use ringsgd::optim::LrSchedule;
 /// --download, --cache-dir, --download-url, --no-progress and --log-every,
 /// which may differ per node.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "cifar10", version, about)]
+#[command(name = "cifar10", version, about, allow_negative_numbers = true)]
 pub struct Args {
     /// CIFAR-10 binary version: the .tar.gz, the extracted
     /// `cifar-10-batches-bin/` folder, or a folder containing either.
@@ -117,15 +122,15 @@ pub struct Args {
     /// allreduce's bandwidth as a fraction of it in each epoch line
     /// [default: the rate the kernel reports for the default route's
     /// interface, if any].
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, allow_hyphen_values = true)]
     pub link_rate: Option<f64>,
 
     /// Overlap the gradient allreduce with backward in buckets of at least
     /// this many KiB, last layer first (0: reduce the whole gradient after
     /// backward; the default puts PiNet's fully connected layers and its
-    /// convolutions in two buckets). Ring only.
-    #[arg(long, value_name = "KIB", default_value_t = 1024)]
-    pub bucket_kb: usize,
+    /// convolutions in two buckets). Ring only [default: 1024].
+    #[arg(long, value_name = "KIB")]
+    pub bucket_kb: Option<usize>,
 
     /// Shares of the global batch per rank: off (equal; runs are bitwise
     /// reproducible) or auto (each rank's share follows its measured speed,
@@ -221,7 +226,7 @@ pub struct Args {
     /// loss, ETA of the whole run) every N steps (`--log-every 50`) or
     /// seconds (`--log-every 30s`); 0 turns it off [default: 30s when no
     /// progress bar is shown, e.g. under mpirun; off under the bar].
-    #[arg(long, value_name = "N|Ns", value_parser = parse_log_every)]
+    #[arg(long, value_name = "N|Ns", value_parser = parse_log_every, allow_hyphen_values = true)]
     pub log_every: Option<LogEvery>,
 }
 

@@ -9,17 +9,20 @@
 //! * `--epochs` in 1..=[`MAX_EPOCHS`] (`--epochs 0` would end before the
 //!   first step even with `--max-steps`); `--max-steps`, `--step-epochs`,
 //!   `--synthetic`, `--global-batch` and `--local-ranks` >= 1;
+//! * `--bucket-kb` only with the ring allreduce, and at most 1 TiB;
 //! * `--cores` in 1..=4 x this node's online CPUs (oversubscribing a core
 //!   more than 4 times is never faster, and each compute thread costs a
 //!   stack and its workspaces);
 //! * once the training set's size is known (before the first step): the
 //!   run's length in steps fits in 64 bits and `--warmup-steps` is shorter
-//!   than it (cosine schedule);
+//!   than it (cosine schedule), and `--summary-warmup` leaves steps for the
+//!   medians;
 //! * the memory the data and the model will take on this node, estimated
 //!   from `--synthetic` (or CIFAR-10's 60,000 records) and from the model
 //!   spec and the per-rank batch, must not exceed 90% of what /proc/meminfo
 //!   calls `MemAvailable`.
 
+use ringsgd::collectives::Algorithm;
 use ringsgd::nn::spec::{parse_spec, LayerSpec};
 use ringsgd::{Error, Result};
 
@@ -28,6 +31,9 @@ use crate::cli::Args;
 /// Largest `--epochs` (a million passes over CIFAR-10 take centuries on a
 /// Pi cluster; anything above is a typo).
 pub const MAX_EPOCHS: u64 = 1_000_000;
+/// Largest `--bucket-kb` (1 TiB: no gradient comes near it, and the byte
+/// count fits in 64 bits).
+pub const MAX_BUCKET_KB: usize = 1 << 30;
 /// `--cores` may be at most this many times the node's online CPUs.
 pub const CORES_FACTOR: usize = 4;
 /// Bytes of one stored image and label.
@@ -75,6 +81,21 @@ pub fn check_counts(args: &Args) -> Result<()> {
     ] {
         if v == Some(0) {
             return Err(invalid(format!("{flag} 0: must be at least 1")));
+        }
+    }
+    if let Some(kb) = args.bucket_kb {
+        if kb > 0 && args.allreduce != Algorithm::Ring {
+            return Err(invalid(format!(
+                "--bucket-kb {kb}: overlapping the allreduce with backward needs --allreduce ring \
+                 (not {}); leave --bucket-kb out",
+                args.allreduce
+            )));
+        }
+        if kb > MAX_BUCKET_KB {
+            return Err(invalid(format!(
+                "--bucket-kb {kb}: must be at most {MAX_BUCKET_KB} (1 TiB; a bucket larger than \
+                 the gradient is the whole gradient)"
+            )));
         }
     }
     if let Some(c) = args.cores {
@@ -133,6 +154,15 @@ pub fn check_run_length(args: &Args, steps_per_epoch: u64) -> Result<()> {
             args.epochs, args.epochs
         ))
     })?;
+    let steps = args.max_steps.map_or(total, |m| m.min(total));
+    if let Some(w) = args.summary_warmup {
+        if w as u64 >= steps {
+            return Err(invalid(format!(
+                "--summary-warmup {w}: must be fewer than the run's {steps} steps, or no step is \
+                 left for --summary-json's medians"
+            )));
+        }
+    }
     if args.schedule == "cosine" && args.warmup_steps >= total {
         return Err(invalid(format!(
             "--warmup-steps {}: must be shorter than the run's {total} steps (--epochs {} x \
@@ -339,7 +369,7 @@ pub fn check_memory(
         "--model {:?}: the model would need about {} per rank ({} parameters: {} with gradients \
          and momentum; activations of {} images per rank (--global-batch {} over the ranks): \
          {}){}, and the whole run about {}, but {avail}; use a smaller model or a smaller \
-         --global-batch",
+         --global-batch{}",
         args.model,
         human(est.weights.saturating_add(est.activations)),
         est.params,
@@ -347,8 +377,16 @@ pub fn check_memory(
         (args.global_batch as u128 / ranks_in_job(args).max(1)).max(1),
         args.global_batch,
         human(est.activations),
-        per(ranks, "ranks on this node"),
+        match args.local_ranks {
+            Some(n) if n > 1 => format!(" x {n} ranks on this node (--local-ranks {n})"),
+            _ => per(ranks, "ranks on this node"),
+        },
         human(total),
+        if args.local_ranks.is_some_and(|n| n > 1) {
+            ", or fewer --local-ranks"
+        } else {
+            ""
+        },
     )))
 }
 

@@ -207,8 +207,10 @@ pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
         },
         algorithm: args.allreduce,
         wire: args.wire,
-        bucket_bytes: (args.bucket_kb > 0 && args.allreduce == Algorithm::Ring)
-            .then(|| args.bucket_kb.saturating_mul(1024)),
+        bucket_bytes: match args.bucket_kb.unwrap_or(crate::cli::DEFAULT_BUCKET_KB) {
+            kb if kb > 0 && args.allreduce == Algorithm::Ring => Some(kb * 1024),
+            _ => None,
+        },
         seed: args.seed,
         augment: (!args.no_augment).then(Augmentation::standard),
         verify_every: (args.verify_every > 0).then_some(args.verify_every),
