@@ -7,8 +7,9 @@
 //!
 //! Checks: ring exchanges of f32 and bytes (including empty messages);
 //! a receive of the wrong size is an `Error::Comm` and the communicator
-//! stays usable; non-blocking exchanges keep tagged streams apart and report
-//! a short message;
+//! stays usable; non-blocking exchanges keep tagged streams apart, report
+//! a short message, and checked receives name a long one and keep their
+//! order;
 //! broadcast from every root; broadcast and native allreduce with mismatched
 //! lengths fail on every rank; bad ranks are `InvalidArgument`; a second
 //! `init` is refused.
@@ -37,20 +38,20 @@ fn ring_exchange(comm: &MpiComm) -> Check {
             .collect();
         let mut recv = vec![-1.0f32; len];
         comm.sendrecv(&send, right, &mut recv, left)
-            .map_err(|e| format!("sendrecv_f32 len {len}: {e}"))?;
+            .map_err(|e| format!("sendrecv of f32, len {len}: {e}"))?;
         let expected: Vec<f32> = (0..len).map(|i| (left * 1_000_000 + i) as f32).collect();
         if recv != expected {
             return Err(format!(
-                "sendrecv_f32 len {len}: wrong data from rank {left}"
+                "sendrecv of f32, len {len}: wrong data from rank {left}"
             ));
         }
         let send = vec![comm.rank() as u8; len];
         let mut recv = vec![255u8; len];
         comm.sendrecv(&send, right, &mut recv, left)
-            .map_err(|e| format!("sendrecv_bytes len {len}: {e}"))?;
+            .map_err(|e| format!("sendrecv of bytes, len {len}: {e}"))?;
         if recv.iter().any(|&b| b != left as u8) {
             return Err(format!(
-                "sendrecv_bytes len {len}: wrong data from rank {left}"
+                "sendrecv of bytes, len {len}: wrong data from rank {left}"
             ));
         }
     }
@@ -78,7 +79,7 @@ fn ring_exchange(comm: &MpiComm) -> Check {
             comm.send(right, b"ok").map_err(|e| e.to_string())?;
         }
         if &bytes != b"ok" {
-            return Err("send_bytes/recv_bytes: wrong data".into());
+            return Err("send/recv of bytes: wrong data".into());
         }
     }
     Ok(())
@@ -172,6 +173,36 @@ fn exchange_messages(comm: &MpiComm) -> Check {
             if msg.contains("expected 4 byte(s)") && msg.contains("holds 3 byte(s)") => {}
         other => return Err(format!("short exchange message: got {other:?}")),
     }
+    // Checked receives match in posting order (three messages on one tag,
+    // the middle one too long for its receive): the long one is drained and
+    // named, never a truncation that ends the job, and the third still
+    // lands in the third receive.
+    let msgs: [&[u8]; 3] = [&[1, 1], &[2, 2, 2, 2, 2], &[3, 3]];
+    let (mut a, mut b, mut c) = ([0u8; 2], [0u8; 2], [0u8; 2]);
+    let errors = exchange::run(comm, |x| {
+        x.recv_checked(left, 2, &mut a)?;
+        x.recv_checked(left, 2, &mut b)?;
+        x.recv_checked(left, 2, &mut c)?;
+        for m in msgs {
+            x.send(right, 2, m)?;
+        }
+        let mut errors = Vec::new();
+        while x.pending() > 0 {
+            if let Err(e) = x.wait_any(true, &mut || false) {
+                errors.push(e);
+            }
+        }
+        Ok(errors)
+    })
+    .map_err(|e| format!("checked exchange: {e}"))?;
+    match &errors[..] {
+        [Error::Comm { msg, .. }]
+            if msg.contains("expected 2 byte(s)") && msg.contains("holds 5 byte(s)") => {}
+        other => return Err(format!("long checked exchange message: got {other:?}")),
+    }
+    if a != [1, 1] || c != [3, 3] {
+        return Err(format!("checked receives out of order: {a:?} {c:?}"));
+    }
     let mut one = [0.0f32; 1];
     comm.sendrecv(&[comm.rank() as f32], right, &mut one, left)
         .map_err(|e| format!("sendrecv after a short exchange message: {e}"))?;
@@ -190,7 +221,7 @@ fn broadcasts(comm: &MpiComm) -> Check {
         };
         comm.broadcast(root, &mut buf).map_err(|e| e.to_string())?;
         if buf.iter().enumerate().any(|(i, &v)| v != (i + root) as f32) {
-            return Err(format!("broadcast_f32 from root {root}: wrong data"));
+            return Err(format!("broadcast of f32 from root {root}: wrong data"));
         }
         let mut bytes = if comm.rank() == root {
             b"hello".to_vec()
@@ -200,7 +231,7 @@ fn broadcasts(comm: &MpiComm) -> Check {
         comm.broadcast(root, &mut bytes)
             .map_err(|e| e.to_string())?;
         if bytes != b"hello" {
-            return Err(format!("broadcast_bytes from root {root}: wrong data"));
+            return Err(format!("broadcast of bytes from root {root}: wrong data"));
         }
         comm.barrier().map_err(|e| e.to_string())?;
     }

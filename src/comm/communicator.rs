@@ -143,9 +143,8 @@ pub trait Communicator: Transport {
     /// rank and nothing is copied.
     fn broadcast<E: Element>(&self, root: usize, buf: &mut [E]) -> Result<()> {
         let (p, r) = (self.size(), self.rank());
-        let mut headers = [0u64; 2 * HEADER_RANKS];
         let mine = [buf.len() as u64, root as u64];
-        let all = gather_header(self, Op::Broadcast, &mine, &mut headers)?;
+        let all = gather_header(self, Op::Broadcast, &mine)?;
         check_broadcast_headers(self, "broadcast", root, &all)?;
         if p == 1 {
             return Ok(());
@@ -181,42 +180,19 @@ pub trait Communicator: Transport {
 
 impl<T: Transport + ?Sized> Communicator for T {}
 
-/// Headers of up to this many ranks are gathered without allocating.
+/// Ranks up to which the header allgather does not allocate.
 const HEADER_RANKS: usize = 16;
 
-/// A gathered header: on the stack for small worlds.
-pub(crate) enum Gathered<'h> {
-    Stack(&'h [u64]),
-    Heap(Vec<u64>),
-}
-
-impl std::ops::Deref for Gathered<'_> {
-    type Target = [u64];
-    fn deref(&self) -> &[u64] {
-        match self {
-            Gathered::Stack(s) => s,
-            Gathered::Heap(v) => v,
-        }
-    }
-}
-
 /// Ring allgather of one small header per rank on `op`'s channel: every
-/// rank's `mine`, in rank order. Uses `stack` when it is large enough.
-pub(crate) fn gather_header<'h, T: Transport + ?Sized>(
+/// rank's `mine`, in rank order.
+pub(crate) fn gather_header<T: Transport + ?Sized>(
     t: &T,
     op: Op,
     mine: &[u64],
-    stack: &'h mut [u64],
-) -> Result<Gathered<'h>> {
-    let n = t.size() * mine.len();
-    if stack.len() >= n {
-        ring_allgather(t, op, mine, &mut stack[..n])?;
-        Ok(Gathered::Stack(&stack[..n]))
-    } else {
-        let mut all = vec![0; n];
-        ring_allgather(t, op, mine, &mut all)?;
-        Ok(Gathered::Heap(all))
-    }
+) -> Result<Vec<u64>> {
+    let mut all = vec![0; t.size() * mine.len()];
+    ring_allgather(t, op, mine, &mut all)?;
+    Ok(all)
 }
 
 /// Ring allgather of one `item` per rank on `op`'s channel into `out`
@@ -302,8 +278,7 @@ pub(crate) fn agree_lengths<T: Transport + ?Sized>(
     what: &str,
     len: usize,
 ) -> Result<()> {
-    let mut stack = [0u64; HEADER_RANKS];
-    let all = gather_header(t, op, &[len as u64], &mut stack)?;
+    let all = gather_header(t, op, &[len as u64])?;
     match length_mismatch(what, &all) {
         Some(e) => Err(e),
         None => Ok(()),
@@ -388,13 +363,11 @@ mod tests {
 
     #[test]
     fn header_gather_is_in_rank_order_for_any_world_size() {
-        // Beyond 16 ranks the tickets and the result spill to the heap.
+        // Beyond 16 ranks the tickets spill to the heap.
         for p in [1, 2, 3, 4, 7, 17] {
             let out = run_ranks(p, |comm| {
                 let r = comm.rank() as u64;
-                let mut stack = [0u64; 2 * HEADER_RANKS];
-                let all = gather_header(&comm, Op::Allgather, &[r, 100 + r], &mut stack)?;
-                Ok(all.to_vec())
+                gather_header(&comm, Op::Allgather, &[r, 100 + r])
             })
             .unwrap();
             let expected: Vec<u64> = (0..p as u64).flat_map(|r| [r, 100 + r]).collect();
