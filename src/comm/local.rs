@@ -736,6 +736,24 @@ mod tests {
     }
 
     #[test]
+    fn waiting_twice_for_an_operation_is_an_error() {
+        let out = run_ranks(1, |comm| {
+            let mine = [4u8; 2];
+            let mut got = [0u8; 2];
+            crate::comm::exchange::run(&comm, |x| {
+                let r = x.recv(0, 3, &mut got)?;
+                x.send(0, 3, &mine)?;
+                let first = x.wait(r)?.to_vec();
+                let again = x.wait(r).unwrap_err().to_string();
+                Ok((first, again))
+            })
+        })
+        .unwrap();
+        assert_eq!(out[0].0, vec![4, 4]);
+        assert!(out[0].1.contains("already waited for"), "{}", out[0].1);
+    }
+
+    #[test]
     fn warm_sends_reuse_buffers() {
         run_ranks(2, |comm| {
             let other = 1 - comm.rank();

@@ -1,4 +1,4 @@
-//! MPI communicator through rsmpi (feature `mpi`).
+//! MPI transport through rsmpi (feature `mpi`).
 //!
 //! Binaries initialise MPI exactly once, explicitly, with [`init`] (or wrap a
 //! [`Universe`] they initialised themselves with [`MpiComm::world`]); library
