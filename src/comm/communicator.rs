@@ -15,8 +15,8 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// A plain value type that travels as its bytes: `u8`, `u32`, `u64`, `f32`,
-/// `f64`. Both ends must use the same type (the transport sees only
+/// A plain value type that travels as its bytes: `u8`, `u16`, `u32`, `u64`,
+/// `i32`, `i64`, `f32`, `f64`. Both ends must use the same type (the transport sees only
 /// bytes: a receive checks the byte length, not the type).
 pub trait Element: bytemuck::Pod + sealed::Sealed {
     /// Its name in messages.
@@ -31,7 +31,7 @@ macro_rules! element {
         }
     )*};
 }
-element!(u8, u32, u64, f32, f64);
+element!(u8, u16, u32, u64, i32, i64, f32, f64);
 
 /// The one tag of every channel's typed messages (the channels keep
 /// point-to-point messages and collectives apart).
