@@ -33,7 +33,7 @@ use mpi::collective::SystemOperation;
 use mpi::traits::CommunicatorCollectives;
 use ringsgd::collectives::{allgather_bytes, Algorithm, Allreducer, Wire};
 use ringsgd::comm::mpi::MpiComm;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::{Communicator, Transport};
 
 #[derive(Parser, Debug)]
 #[command(

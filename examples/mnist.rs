@@ -31,7 +31,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ringsgd::collectives::ensure_agree_keyed;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::data::{mnist, synthetic, Augmentation, DataIdentity, Dataset, Normalizer, Shape};
 use ringsgd::nn::Model;
 use ringsgd::parallel::ComputePool;
@@ -144,7 +144,7 @@ fn load(args: &Args) -> Result<Data> {
 }
 
 /// Trains on one rank; rank 0 prints. Returns the final test accuracy.
-fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<f64> {
+fn train(comm: &dyn Transport, args: &Args, data: &Data) -> Result<f64> {
     let root = comm.rank() == 0;
     // Every rank loaded its own copy: all must hold the same data.
     ensure_agree_keyed(comm, "the data", &data.identity.entries())?;

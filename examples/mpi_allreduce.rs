@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ringsgd::collectives::{ensure_agree, Algorithm, Allreducer};
 use ringsgd::comm::mpi::MpiComm;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 
 /// Counts heap allocations, to check that a warm allreduce does none.
 struct CountingAlloc;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use ringsgd::collectives::{ensure_agree, Algorithm, Allreducer};
 use ringsgd::comm::mpi::MpiComm;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::Error;
 
 type Check = Result<(), String>;

@@ -5,8 +5,11 @@
 //!
 //! Layers of the crate, bottom up:
 //!
-//! * [`comm`]: the [`Communicator`](comm::Communicator) trait with an MPI
-//!   implementation (feature `mpi`) and an in-process one (ranks as threads).
+//! * [`comm`]: the small [`Transport`](comm::Transport) trait (rank, size,
+//!   non-blocking byte exchanges) with an MPI implementation (feature `mpi`)
+//!   and an in-process one (ranks as threads), and
+//!   [`Communicator`](comm::Communicator): typed messages, broadcast and
+//!   barrier, written once for every transport.
 //! * [`collectives`]: ring allreduce (reduce-scatter + allgather) and the
 //!   baselines (MPI's own allreduce, gather-to-root), written once against the
 //!   trait.

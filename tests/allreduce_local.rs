@@ -4,7 +4,7 @@
 
 use ringsgd::collectives::{Algorithm, Allreducer};
 use ringsgd::comm::local::run_ranks;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::Error;
 
 /// Integer-valued input of rank `r`: sums of up to 8 such values are exact
@@ -261,7 +261,7 @@ fn mismatched_algorithm_operation_or_segment_is_an_error_on_every_rank() {
 #[test]
 fn communicator_trait_object_works() {
     let out = run_ranks(2, |comm| {
-        let dyn_comm: &dyn Communicator = &comm;
+        let dyn_comm: &dyn Transport = &comm;
         let mut buf = vec![1.0f32; 3];
         Allreducer::new(Algorithm::Ring).allreduce_sum(dyn_comm, &mut buf)?;
         Ok(buf)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ndarray::ArrayView4;
 use ringsgd::comm::local::run_ranks;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::data::{synthetic, Normalizer};
 use ringsgd::model::{BatchStats, GradSink, TensorInfo, Trainable};
 use ringsgd::nn::Model;

@@ -55,7 +55,7 @@ fn a_throttled_rank_is_named_on_every_rank() {
         let mut cfg = TrainConfig::pinet_defaults(48, 1);
         cfg.augment = None;
         let mut t = Trainer::new(&comm, ComputePool::new(1)?, model, cfg)?;
-        use ringsgd::comm::Communicator;
+        use ringsgd::comm::Transport;
         t.set_health_probe(HealthProbe::with_root(&roots[comm.rank()]));
         t.train_epoch(&train, &norm, &mut |_| {})
     })

@@ -4,7 +4,7 @@
 use ringsgd::checkpoint::Checkpoint;
 use ringsgd::collectives::Wire;
 use ringsgd::comm::local::run_ranks;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::data::{synthetic, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::parallel::ComputePool;

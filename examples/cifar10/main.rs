@@ -65,7 +65,7 @@ fn run_local(args: &cli::Args, n: usize) -> i32 {
 /// The MPI world (a one-rank world when started without mpirun).
 #[cfg(feature = "mpi")]
 fn run_world(args: &cli::Args) -> i32 {
-    use ringsgd::comm::Communicator;
+    use ringsgd::comm::Transport;
     let comm = match ringsgd::comm::mpi::init() {
         Ok(c) => c,
         Err(e) => {
@@ -97,7 +97,7 @@ fn run_world(args: &cli::Args) -> i32 {
 /// Prints this rank's error and ends the job: exit code 1.
 #[cfg(feature = "mpi")]
 fn fail(comm: &ringsgd::comm::mpi::MpiComm, e: ringsgd::Error) -> i32 {
-    use ringsgd::comm::Communicator;
+    use ringsgd::comm::Transport;
     eprint_line(&format!("rank {}: error: {e}", comm.rank()));
     if comm.size() > 1 {
         // Other ranks may be blocked waiting for this one: end the

@@ -38,8 +38,9 @@ pub fn local(args: &Args) -> Result<Args> {
 /// tells the others whether the run resumes. When rank 0's check fails it
 /// returns the error (and the binary aborts the job) while the others wait.
 #[cfg(feature = "mpi")]
-pub fn world(args: &Args, comm: &dyn ringsgd::comm::Communicator) -> Result<Args> {
+pub fn world(args: &Args, comm: &dyn ringsgd::comm::Transport) -> Result<Args> {
     use ringsgd::collectives::ensure_agree_keyed;
+    use ringsgd::comm::Communicator;
     if comm.size() > 1 {
         ensure_agree_keyed(comm, "the program", &program_identity()?).map_err(|e| {
             // Name the hosts too: that is where the stale copy is.
@@ -59,7 +60,7 @@ pub fn world(args: &Args, comm: &dyn ringsgd::comm::Communicator) -> Result<Args
     if comm.rank() == 0 {
         resume[0] = u8::from(outputs::plan(args)?.resume);
     }
-    comm.broadcast_bytes(0, &mut resume)?;
+    comm.broadcast(0, &mut resume)?;
     Ok(resolved(
         args,
         outputs::Plan {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::trainer::{median_times, EpochReport, RankReport, StepProgress, StepTimes, Trainer};
 use ringsgd::{Error, Result};
 use ringsgd_speedup::{RankSummary, RunSummary};
@@ -64,7 +64,7 @@ impl EpochPrinter {
         epochs: u64,
         total_steps: u64,
         global_batch: usize,
-        comm: &dyn Communicator,
+        comm: &dyn Transport,
         link_bits_per_s: Option<f64>,
     ) -> Self {
         let bar_wanted = enabled && bar && std::io::stderr().is_terminal();
@@ -285,7 +285,7 @@ pub struct Summary(RunSummary);
 impl Summary {
     pub fn new(
         args: &Args,
-        comm: &dyn Communicator,
+        comm: &dyn Transport,
         trainer: &Trainer<'_>,
         times: &[StepTimes],
         peak_rss_mib: f32,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use ringsgd::checkpoint::Checkpoint;
 use ringsgd::collectives::{ensure_agree_keyed, Algorithm};
 use ringsgd::comm::watch::{PeerTimeout, Phase};
-use ringsgd::comm::Communicator;
+use ringsgd::comm::{Communicator, Transport};
 use ringsgd::data::{cifar, synthetic, Augmentation, DataIdentity, Dataset, Normalizer};
 use ringsgd::nn::Model;
 use ringsgd::optim::SgdConfig;
@@ -29,7 +29,7 @@ pub struct Data {
 /// Loads (or generates, or downloads) the data. With a communicator, rank 0
 /// downloads first and the others wait, so ranks on one machine share the
 /// download; every rank then checks that all hold the same data.
-pub fn load_data(args: &Args, comm: Option<&dyn Communicator>) -> Result<Data> {
+pub fn load_data(args: &Args, comm: Option<&dyn Transport>) -> Result<Data> {
     let timeout = peer_timeout(args)?;
     if let (Some(c), Some(t)) = (comm, timeout) {
         c.set_watch(Some(t.watch(Phase::Setup, 0, 0)));
@@ -83,7 +83,7 @@ impl Data {
 }
 
 /// The data path, downloading the archive when asked to.
-fn data_path(args: &Args, comm: Option<&dyn Communicator>) -> Result<PathBuf> {
+fn data_path(args: &Args, comm: Option<&dyn Transport>) -> Result<PathBuf> {
     if let Some(p) = &args.data {
         if p.exists() || !args.download {
             return Ok(p.clone());
@@ -108,7 +108,7 @@ fn data_path(args: &Args, comm: Option<&dyn Communicator>) -> Result<PathBuf> {
             let mine = if c.rank() == 0 { Some(fetch()) } else { None };
             let ok = [u8::from(mine.as_ref().is_none_or(|r| r.is_ok()))];
             let mut all = ok;
-            c.broadcast_bytes(0, &mut all)?;
+            c.broadcast(0, &mut all)?;
             match mine {
                 Some(r) => r,
                 None if all[0] == 1 => fetch(),
@@ -147,7 +147,7 @@ fn expand_home(p: &str) -> PathBuf {
 
 /// Cores per rank: the flag, or this node's cores shared among the ranks
 /// that mpirun placed on it.
-fn cores(args: &Args, comm: &dyn Communicator) -> usize {
+fn cores(args: &Args, comm: &dyn Transport) -> usize {
     if let Some(c) = args.cores {
         return c;
     }
@@ -164,7 +164,7 @@ fn cores(args: &Args, comm: &dyn Communicator) -> usize {
 }
 
 /// Trains on one rank; rank 0 prints and writes the files.
-pub fn train(comm: &dyn Communicator, args: &Args, data: &Data) -> Result<()> {
+pub fn train(comm: &dyn Transport, args: &Args, data: &Data) -> Result<()> {
     let root = comm.rank() == 0;
     let [c, h, w] = data.train.shape().to_array();
     let model = if args.model == "pinet" {

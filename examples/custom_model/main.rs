@@ -25,7 +25,7 @@ mod mlp;
 use clap::Parser;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ringsgd::comm::Communicator;
+use ringsgd::comm::Transport;
 use ringsgd::data::{Dataset, Normalizer, Shape};
 use ringsgd::model::Trainable;
 use ringsgd::parallel::ComputePool;
@@ -140,7 +140,7 @@ fn blobs(args: &Args, n: usize, stream: u64) -> Result<Dataset> {
 }
 
 /// Trains, evaluates and checks; the test accuracy (the same on every rank).
-fn train(comm: &dyn Communicator, args: &Args) -> Result<Option<f64>> {
+fn train(comm: &dyn Transport, args: &Args) -> Result<Option<f64>> {
     let root = comm.rank() == 0;
     // Every rank makes the same data from the seed (a real job loads its
     // files on each rank the same way).

@@ -1,7 +1,7 @@
 //! Fail-fast agreement checks: do all ranks hold the same bytes?
 
 use super::allgather::{allgather_bytes, allgather_fixed};
-use crate::comm::Communicator;
+use crate::comm::Transport;
 use crate::error::{Error, Result};
 
 /// Size of the per-rank digest exchanged by [`ensure_agree`].
@@ -19,7 +19,7 @@ const DIGEST_BYTES: usize = 24;
 ///
 /// ```
 /// use ringsgd::collectives::ensure_agree;
-/// use ringsgd::comm::{local, Communicator};
+/// use ringsgd::comm::{local, Transport};
 /// use ringsgd::Error;
 ///
 /// let res = local::run_ranks(3, |comm| {
@@ -29,7 +29,7 @@ const DIGEST_BYTES: usize = 24;
 /// assert!(res.iter().all(|e| e.contains("config differs") && e.contains("rank 1 holds")));
 /// # Ok::<(), Error>(())
 /// ```
-pub fn ensure_agree(comm: &dyn Communicator, what: &str, bytes: &[u8]) -> Result<()> {
+pub fn ensure_agree(comm: &dyn Transport, what: &str, bytes: &[u8]) -> Result<()> {
     let p = comm.size();
     let mine = digest(bytes);
     let mut all = vec![0u8; p * DIGEST_BYTES];
@@ -88,7 +88,7 @@ pub fn ensure_agree(comm: &dyn Communicator, what: &str, bytes: &[u8]) -> Result
 ///
 /// ```
 /// use ringsgd::collectives::ensure_agree_keyed;
-/// use ringsgd::comm::{local, Communicator};
+/// use ringsgd::comm::{local, Transport};
 ///
 /// let errs = local::run_ranks(3, |comm| {
 ///     let ckpt = (comm.rank() == 1).then(|| "run.ckpt".to_string());
@@ -104,7 +104,7 @@ pub fn ensure_agree(comm: &dyn Communicator, what: &str, bytes: &[u8]) -> Result
 /// # Ok::<(), ringsgd::Error>(())
 /// ```
 pub fn ensure_agree_keyed(
-    comm: &dyn Communicator,
+    comm: &dyn Transport,
     what: &str,
     entries: &[(String, Option<String>)],
 ) -> Result<()> {

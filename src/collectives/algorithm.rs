@@ -25,7 +25,9 @@ pub enum Algorithm {
     /// Hand-written ring allreduce (reduce-scatter + allgather), segmented
     /// and pipelined. Bandwidth optimal; bitwise reproducible.
     Ring,
-    /// The transport's own allreduce (`MPI_Allreduce` under MPI).
+    /// The transport's own allreduce (`MPI_Allreduce` under MPI); on a
+    /// transport without one (the in-process one), the gather-to-root
+    /// scheme of [`Algorithm::Naive`] stands in.
     Mpi,
     /// Gather to rank 0, reduce there in rank order, send the result back
     /// (the master-node scheme). Rank 0 moves `2 (p - 1) N` values.

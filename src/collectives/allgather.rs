@@ -1,19 +1,21 @@
 //! Ring allgather of small byte items (headers, digests, lengths).
 
-use super::reduce::split_send_recv;
-use crate::comm::Communicator;
+use crate::comm::communicator::ring_allgather_bytes;
+use crate::comm::{Communicator, Op, Transport};
 use crate::error::{Error, Result};
 
 /// Ring allgather of one `item` per rank, all of the same length `k`:
 /// afterwards `out[r * k..(r + 1) * k]` holds rank `r`'s item, on every rank.
 ///
-/// `out` must hold `comm.size() * item.len()` bytes. `p - 1` steps of one
-/// `sendrecv_bytes` each; no allocation. Ranks passing items of different
-/// lengths get an [`Error::Comm`] from the size check of the receive.
+/// `out` must hold `comm.size() * item.len()` bytes. One exchange on the
+/// collectives' channel: every receive is posted at once and each item is
+/// passed on as soon as it arrives (`p - 1` latencies); no allocation up to
+/// 16 ranks. Ranks passing items of different lengths get an
+/// [`Error::Comm`] from the size check of the receive.
 ///
 /// ```
 /// use ringsgd::collectives::allgather_fixed;
-/// use ringsgd::comm::{local, Communicator};
+/// use ringsgd::comm::{local, Transport};
 ///
 /// let all = local::run_ranks(3, |comm| {
 ///     let mut out = vec![0u8; 3 * 2];
@@ -23,30 +25,8 @@ use crate::error::{Error, Result};
 /// assert!(all.iter().all(|o| o == &[0, 7, 1, 7, 2, 7]));
 /// # Ok::<(), ringsgd::Error>(())
 /// ```
-pub fn allgather_fixed(comm: &dyn Communicator, item: &[u8], out: &mut [u8]) -> Result<()> {
-    let p = comm.size();
-    let r = comm.rank();
-    let k = item.len();
-    if out.len() != p * k {
-        return Err(Error::invalid(format!(
-            "allgather_fixed: output holds {} bytes, expected {p} ranks x {k} bytes",
-            out.len()
-        )));
-    }
-    out[r * k..(r + 1) * k].copy_from_slice(item);
-    let right = (r + 1) % p;
-    let left = (r + p - 1) % p;
-    for s in 0..p.saturating_sub(1) {
-        let send_i = (r + p - s) % p;
-        let recv_i = (r + 2 * p - s - 1) % p;
-        let (send, recv) = split_send_recv(
-            out,
-            send_i * k..(send_i + 1) * k,
-            recv_i * k..(recv_i + 1) * k,
-        );
-        comm.sendrecv_bytes(send, right, recv, left)?;
-    }
-    Ok(())
+pub fn allgather_fixed(comm: &dyn Transport, item: &[u8], out: &mut [u8]) -> Result<()> {
+    ring_allgather_bytes(comm, Op::Allgather, item, out)
 }
 
 /// Allgather of byte strings of any (per-rank) length: returns every rank's
@@ -55,7 +35,7 @@ pub fn allgather_fixed(comm: &dyn Communicator, item: &[u8], out: &mut [u8]) -> 
 ///
 /// ```
 /// use ringsgd::collectives::allgather_bytes;
-/// use ringsgd::comm::{local, Communicator};
+/// use ringsgd::comm::{local, Transport};
 ///
 /// let all = local::run_ranks(2, |comm| {
 ///     allgather_bytes(&comm, format!("rank{}", comm.rank()).repeat(comm.rank() + 1).as_bytes())
@@ -64,7 +44,7 @@ pub fn allgather_fixed(comm: &dyn Communicator, item: &[u8], out: &mut [u8]) -> 
 /// assert_eq!(all[1][1], b"rank1rank1".to_vec());
 /// # Ok::<(), ringsgd::Error>(())
 /// ```
-pub fn allgather_bytes(comm: &dyn Communicator, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+pub fn allgather_bytes(comm: &dyn Transport, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
     let p = comm.size();
     let r = comm.rank();
     let mut lens = vec![0u8; 8 * p];
@@ -87,7 +67,7 @@ pub fn allgather_bytes(comm: &dyn Communicator, mine: &[u8]) -> Result<Vec<Vec<u
         let send_i = (r + p - s) % p;
         let recv_i = (r + 2 * p - s - 1) % p;
         let send = std::mem::take(&mut items[send_i]);
-        let res = comm.sendrecv_bytes(&send, right, &mut items[recv_i], left);
+        let res = comm.sendrecv(&send, right, &mut items[recv_i], left);
         items[send_i] = send;
         res?;
     }

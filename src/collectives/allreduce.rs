@@ -7,7 +7,7 @@ use super::naive::naive_allreduce;
 use super::reduce::divide;
 use super::ring::{ring_allreduce, RingScratch};
 use super::wire::Wire;
-use crate::comm::Communicator;
+use crate::comm::Transport;
 use crate::error::{Error, Result};
 
 /// Bytes of the per-call agreement header: length, segment size (u64 LE
@@ -38,7 +38,7 @@ impl Op {
 }
 
 /// Sums or averages `&mut [f32]` buffers over all ranks of a
-/// [`Communicator`], in place, with a reusable scratch buffer.
+/// [`Transport`], in place, with a reusable scratch buffer.
 ///
 /// Every call first checks, on every rank, that all ranks passed the same
 /// length, algorithm, operation and segment size (a 24-byte header travels
@@ -50,7 +50,7 @@ impl Op {
 ///
 /// ```
 /// use ringsgd::collectives::{Algorithm, Allreducer};
-/// use ringsgd::comm::{local, Communicator};
+/// use ringsgd::comm::{local, Transport};
 ///
 /// let out = local::run_ranks(4, |comm| {
 ///     let mut reducer = Allreducer::new(Algorithm::Ring).with_segment_bytes(64 * 1024);
@@ -165,17 +165,17 @@ impl Allreducer {
     }
 
     /// Replaces `buf` on every rank by the element-wise sum over all ranks.
-    pub fn allreduce_sum(&mut self, comm: &dyn Communicator, buf: &mut [f32]) -> Result<()> {
+    pub fn allreduce_sum(&mut self, comm: &dyn Transport, buf: &mut [f32]) -> Result<()> {
         self.run(comm, buf, Op::Sum)
     }
 
     /// Replaces `buf` on every rank by the element-wise mean over all ranks
     /// (the sum divided by `comm.size()`).
-    pub fn allreduce_mean(&mut self, comm: &dyn Communicator, buf: &mut [f32]) -> Result<()> {
+    pub fn allreduce_mean(&mut self, comm: &dyn Transport, buf: &mut [f32]) -> Result<()> {
         self.run(comm, buf, Op::Mean)
     }
 
-    fn run(&mut self, comm: &dyn Communicator, buf: &mut [f32], op: Op) -> Result<()> {
+    fn run(&mut self, comm: &dyn Transport, buf: &mut [f32], op: Op) -> Result<()> {
         if self.check_every_call {
             self.check_agreement(comm, buf.len(), op)?;
         }
@@ -193,7 +193,11 @@ impl Allreducer {
             }
             Algorithm::Naive => naive_allreduce(comm, buf, &mut self.scratch, mean),
             Algorithm::Mpi => {
-                comm.native_allreduce_sum_f32(buf)?;
+                match comm.native_allreduce_sum_f32(buf) {
+                    Some(res) => res?,
+                    // No native allreduce: the gather-to-root scheme stands in.
+                    None => naive_allreduce(comm, buf, &mut self.scratch, false)?,
+                }
                 if mean {
                     divide(buf, comm.size());
                 }
@@ -202,7 +206,7 @@ impl Allreducer {
         }
     }
 
-    fn check_agreement(&mut self, comm: &dyn Communicator, len: usize, op: Op) -> Result<()> {
+    fn check_agreement(&mut self, comm: &dyn Transport, len: usize, op: Op) -> Result<()> {
         let p = comm.size();
         if p == 1 {
             return Ok(());

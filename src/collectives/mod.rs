@@ -1,4 +1,4 @@
-//! Collective operations written once against [`Communicator`]: ring
+//! Collective operations written once against [`Transport`]: ring
 //! allreduce and its baselines, allgather, and agreement checks.
 //!
 //! # Ring allreduce
@@ -13,7 +13,7 @@
 //! the lower bound for any allreduce, whatever `p`.
 //!
 //! Chunks travel in segments ([`Allreducer::with_segment_bytes`]) over the
-//! communicator's non-blocking [`exchange`](crate::comm::Communicator::exchange):
+//! transport's non-blocking [`exchange`](crate::comm::Transport::exchange):
 //! every receive of the allreduce is posted at the start, and segment `k`
 //! of step `s + 1` leaves as soon as segment `k` of step `s` has arrived and
 //! been reduced, so the link stays busy across the step boundaries. Values
@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use ringsgd::collectives::{Algorithm, Allreducer};
-//! use ringsgd::comm::{local, Communicator};
+//! use ringsgd::comm::{local, Transport};
 //!
 //! for algorithm in Algorithm::ALL {
 //!     let out = local::run_ranks(3, |comm| {
@@ -45,7 +45,7 @@
 //! # Ok::<(), ringsgd::Error>(())
 //! ```
 //!
-//! [`Communicator`]: crate::comm::Communicator
+//! [`Transport`]: crate::comm::Transport
 
 mod agree;
 mod algorithm;

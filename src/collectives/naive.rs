@@ -1,7 +1,7 @@
 //! The master-node baseline: gather to rank 0, reduce, send back.
 
 use super::reduce::{add_assign, divide};
-use crate::comm::Communicator;
+use crate::comm::{Communicator, Transport};
 use crate::error::Result;
 
 /// Every rank sends `buf` to rank 0, which adds them in rank order
@@ -9,7 +9,7 @@ use crate::error::Result;
 /// optionally divides, and sends the result to every rank in turn. Rank 0
 /// moves `2 (p - 1) N` values: the bottleneck the ring removes.
 pub(crate) fn naive_allreduce(
-    comm: &dyn Communicator,
+    comm: &dyn Transport,
     buf: &mut [f32],
     scratch: &mut Vec<f32>,
     mean: bool,
@@ -19,19 +19,19 @@ pub(crate) fn naive_allreduce(
         return Ok(());
     }
     if comm.rank() != 0 {
-        comm.send_f32(0, buf)?;
-        return comm.recv_f32(0, buf);
+        comm.send(0, buf)?;
+        return comm.recv(0, buf);
     }
     scratch.resize(buf.len(), 0.0);
     for src in 1..p {
-        comm.recv_f32(src, scratch)?;
+        comm.recv(src, scratch)?;
         add_assign(buf, scratch);
     }
     if mean {
         divide(buf, p);
     }
     for dest in 1..p {
-        comm.send_f32(dest, buf)?;
+        comm.send(dest, buf)?;
     }
     Ok(())
 }

@@ -32,25 +32,6 @@ pub(crate) fn chunk_range(len: usize, parts: usize, c: usize) -> std::ops::Range
     start..start + base + usize::from(c < rem)
 }
 
-/// Borrows two disjoint ranges of `buf`: `send` shared, `recv` mutable.
-pub(crate) fn split_send_recv<T>(
-    buf: &mut [T],
-    send: std::ops::Range<usize>,
-    recv: std::ops::Range<usize>,
-) -> (&[T], &mut [T]) {
-    if send.end <= recv.start {
-        let (lo, hi) = buf.split_at_mut(recv.start);
-        (&lo[send], &mut hi[..recv.len()])
-    } else {
-        assert!(
-            recv.end <= send.start,
-            "overlapping ranges {send:?} and {recv:?}"
-        );
-        let (lo, hi) = buf.split_at_mut(send.start);
-        (&hi[..send.len()], &mut lo[recv])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,26 +50,6 @@ mod tests {
                 assert_eq!(next, len);
             }
         }
-    }
-
-    #[test]
-    fn split_handles_empty_and_adjacent_ranges() {
-        let mut v = [0, 1, 2, 3, 4];
-        let (s, r) = split_send_recv(&mut v, 0..2, 2..4);
-        assert_eq!(s, &[0, 1]);
-        r[0] = 9;
-        let (s, r) = split_send_recv(&mut v, 3..5, 0..2);
-        assert_eq!(s, &[3, 4]);
-        assert_eq!(r, &[0, 1]);
-        let (s, r) = split_send_recv(&mut v, 2..2, 2..3);
-        assert!(s.is_empty());
-        assert_eq!(r, &[9]);
-        let (s, r) = split_send_recv(&mut v, 2..3, 2..2);
-        assert_eq!(s, &[9]);
-        assert!(r.is_empty());
-        let (s, r) = split_send_recv(&mut v, 5..5, 4..5);
-        assert!(s.is_empty());
-        assert_eq!(r, &[4]);
     }
 
     #[test]

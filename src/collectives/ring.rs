@@ -438,7 +438,7 @@ fn ag_recv_chunk(p: usize, r: usize, s: usize) -> usize {
 /// one [`RingAllreduce`] to completion through `comm.exchange`; returns the
 /// bytes this rank sent.
 pub(crate) fn ring_allreduce(
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::comm::Transport,
     buf: &mut [f32],
     scratch: &mut RingScratch,
     seg: usize,

@@ -2,7 +2,7 @@
 //! collectives (and the overlap of communication with compute) are built
 //! on.
 //!
-//! [`Communicator::exchange`](super::Communicator::exchange) runs a body
+//! [`Transport::exchange`](super::Transport::exchange) runs a body
 //! with an [`Exchange`] through which the body posts sends and receives on
 //! buffers that outlive the call, tests them, and waits for any of them to
 //! complete, interleaved with whatever else it does (reducing a segment
@@ -15,11 +15,14 @@
 //! rule); different tags are independent streams. The byte length of a
 //! receive must equal the length of the message that arrives: callers agree
 //! on lengths first (as [`Allreducer`](crate::collectives::Allreducer)
-//! does). Exchanges use a channel of their own, so they never match the
-//! communicator's other messages.
+//! does), or use [`Exchange::recv_checked`], which checks the length of
+//! what arrives before receiving it. Each [`Op`]'s channel is a message
+//! space of its own ([`run`] uses [`Op::Exchange`]'s), so exchanges never
+//! match the messages of [`Communicator`](super::Communicator)'s
+//! point-to-point calls or collectives.
 //!
 //! ```
-//! use ringsgd::comm::{exchange, local, Communicator};
+//! use ringsgd::comm::{exchange, local, Transport};
 //!
 //! // Each rank sends its rank to the right and receives from the left.
 //! let got = local::run_ranks(3, |comm| {
@@ -41,20 +44,29 @@
 //! # Ok::<(), ringsgd::Error>(())
 //! ```
 
-use super::Communicator;
+use super::{Op, Transport};
 use crate::error::{Error, Result};
 
-/// Runs `f` once inside [`Communicator::exchange`] and returns its value:
-/// the convenient form when the body borrows buffers from the caller (a
-/// closure called through `&mut dyn FnMut` cannot lend what it captures to
-/// the exchange; this one moves `f` in).
-pub fn run<'a, R>(
-    comm: &dyn Communicator,
+/// Runs `f` once inside [`Transport::exchange`] (as [`Op::Exchange`]) and
+/// returns its value: the convenient form when the body borrows buffers
+/// from the caller (a closure called through `&mut dyn FnMut` cannot lend
+/// what it captures to the exchange; this one moves `f` in).
+pub fn run<'a, T: Transport + ?Sized, R>(
+    comm: &T,
+    f: impl FnOnce(&mut dyn Exchange<'a>) -> Result<R>,
+) -> Result<R> {
+    run_as(comm, Op::Exchange, f)
+}
+
+/// [`run`] on the channel of `op`, waits reported as `op`.
+pub fn run_as<'a, T: Transport + ?Sized, R>(
+    comm: &T,
+    op: Op,
     f: impl FnOnce(&mut dyn Exchange<'a>) -> Result<R>,
 ) -> Result<R> {
     let mut f = Some(f);
     let mut out = None;
-    comm.exchange(&mut |x| {
+    comm.exchange(op, &mut |x| {
         let f = f
             .take()
             .ok_or_else(|| Error::invalid("exchange body called twice"))?;
@@ -72,7 +84,7 @@ pub const MAX_TAG: u32 = 32767;
 pub struct Ticket(pub(crate) usize);
 
 /// Sends and receives in flight between this rank and its peers, within
-/// one [`Communicator::exchange`](super::Communicator::exchange) call.
+/// one [`Transport::exchange`](super::Transport::exchange) call.
 ///
 /// `'a` is the lifetime of the buffers: they are borrowed until the
 /// exchange ends, so a receive buffer is read through what
@@ -85,6 +97,16 @@ pub trait Exchange<'a> {
     /// `src` with `tag` into `buf`.
     fn recv(&mut self, src: usize, tag: u32, buf: &'a mut [u8]) -> Result<Ticket>;
 
+    /// [`recv`](Exchange::recv) for a message whose length the ranks have
+    /// not agreed on: the message is matched first and its length checked
+    /// before it is received. One of another length is consumed and
+    /// reported as an [`Error::Comm`] naming both lengths (never a
+    /// truncation that ends an MPI job). Under MPI the receive is posted
+    /// only when the message has arrived, so use [`recv`](Exchange::recv)
+    /// for bulk transfers of agreed lengths. Do not mix both kinds on one
+    /// source and tag in one exchange.
+    fn recv_checked(&mut self, src: usize, tag: u32, buf: &'a mut [u8]) -> Result<Ticket>;
+
     /// Whether operation `t` has completed, without blocking. Returns its
     /// buffer once, at the first test after completion (for a receive: the
     /// bytes that arrived; for a send: the bytes sent), and `None` before
@@ -95,7 +117,7 @@ pub trait Exchange<'a> {
     /// returns true (checked as often as the operations), letting the core
     /// go meanwhile. With `watched`, the wait counts towards the
     /// communicator's peer deadline (see
-    /// [`Communicator::set_watch`](super::Communicator::set_watch)); pass
+    /// [`Transport::set_watch`](super::Transport::set_watch)); pass
     /// `false` while the rank is itself busy (its compute threads still
     /// working), so that only waits for peers can time out.
     fn wait_any(&mut self, watched: bool, wake: &mut dyn FnMut() -> bool) -> Result<()>;
@@ -103,6 +125,25 @@ pub trait Exchange<'a> {
     /// Number of posted operations not yet seen complete by
     /// [`test`](Exchange::test).
     fn pending(&self) -> usize;
+
+    /// Waits (watched, see [`wait_any`](Exchange::wait_any)) until
+    /// operation `t` completes and returns its buffer, as
+    /// [`test`](Exchange::test) would. An operation whose buffer was
+    /// already handed out is an [`Error::InvalidArgument`].
+    fn wait(&mut self, t: Ticket) -> Result<&'a [u8]> {
+        loop {
+            if let Some(data) = self.test(t)? {
+                return Ok(data);
+            }
+            if self.pending() == 0 {
+                return Err(Error::invalid(format!(
+                    "exchange: operation {} was already waited for",
+                    t.0
+                )));
+            }
+            self.wait_any(true, &mut || false)?;
+        }
+    }
 
     /// Does what a waiting rank owes its peers (under MPI: answers their
     /// liveness checks), without waiting. For bodies that wait on something

@@ -1,11 +1,13 @@
-//! In-process communicator: `n` ranks as threads of one process.
+//! In-process transport: `n` ranks as threads of one process.
 //!
-//! Every ordered pair of ranks is joined by channels (one for point-to-point
-//! messages, one for the communicator's own collectives, so that a
-//! [`barrier`](Communicator::barrier) can never swallow a user message). Sends
-//! are buffered and never block; message buffers are handed back to the
-//! sender after the receiver has consumed them, so a warm communicator does
-//! not allocate.
+//! Every rank has one incoming queue per channel (see
+//! [`Op`](super::Op)): the point-to-point messages, the collectives and the
+//! caller's exchanges never match each other, so that a
+//! [`barrier`](super::Communicator::barrier) can never swallow a user
+//! message. Sends are buffered and never block; message buffers are handed
+//! back to the sender after the receiver has consumed them, so a warm
+//! communicator does not allocate for its messages. A waiting rank sleeps
+//! on its queue, woken by the next message.
 //!
 //! Failure semantics: when a [`LocalComm`] is dropped (its rank returned,
 //! failed or panicked), every pending or future receive from it on the other
@@ -16,7 +18,7 @@
 //!
 //! ```
 //! use ringsgd::collectives::{Algorithm, Allreducer};
-//! use ringsgd::comm::{local, Communicator};
+//! use ringsgd::comm::{local, Transport};
 //!
 //! let sums = local::run_ranks(3, |comm| {
 //!     let mut grad = vec![comm.rank() as f32; 5];
@@ -32,37 +34,32 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::exchange::{check_tag, Exchange, Ticket};
 use super::watch::{LongestWaits, Watch};
-use super::{check_broadcast_headers, check_peer, length_mismatch, Communicator, ExchangeBody};
+use super::{check_peer, ExchangeBody, Op, Transport, CHANNELS};
 use crate::error::{Error, Result};
 
-/// One message between two in-process ranks.
-enum Payload {
-    F32(Vec<f32>),
-    Bytes(Vec<u8>),
-    /// Small headers of the communicator's own collectives.
-    U64(Vec<u64>),
-    /// Sent by the coordinator of a collective that failed, so that every
-    /// rank returns the same error instead of waiting.
-    Fail(String),
+/// One message on a rank's queue.
+enum Msg {
+    /// `bytes` from rank `src` with `tag`.
+    Data {
+        src: usize,
+        tag: u32,
+        bytes: Vec<u8>,
+    },
+    /// Rank `src` has left (its [`LocalComm`] was dropped); sent after all
+    /// its data.
+    Gone(usize),
 }
 
-impl Payload {
-    fn describe(&self) -> String {
-        match self {
-            Payload::F32(v) => format!("{} f32 value(s)", v.len()),
-            Payload::Bytes(v) => format!("{} byte(s)", v.len()),
-            Payload::U64(v) => format!("a {}-word collective header", v.len()),
-            Payload::Fail(_) => "a failure notice".to_string(),
-        }
-    }
-}
+/// A message that arrived before its receive was posted.
+type Early = (usize, u32, Vec<u8>);
 
-/// An exchange message: its tag and bytes.
-type Tagged = (u32, Vec<u8>);
+/// Longest a waiting rank sleeps on its queue before it checks the
+/// caller's `wake` again; waits start shorter and back off to this.
+const MAX_NAP: Duration = Duration::from_millis(1);
 
 /// State shared by the ranks of one in-process world.
 struct Shared {
@@ -78,26 +75,22 @@ struct Shared {
 pub struct LocalComm {
     rank: usize,
     size: usize,
-    /// `p2p_tx[d]`: point-to-point messages to rank `d`.
-    p2p_tx: Vec<Sender<Payload>>,
-    /// `p2p_rx[s]`: point-to-point messages from rank `s`.
-    p2p_rx: Vec<Receiver<Payload>>,
-    /// Same for the communicator's own collectives.
-    coll_tx: Vec<Sender<Payload>>,
-    coll_rx: Vec<Receiver<Payload>>,
-    /// Same for [`Communicator::exchange`]: tagged messages.
-    xch_tx: Vec<Sender<Tagged>>,
-    xch_rx: Vec<Receiver<Tagged>>,
-    /// `unexpected[s]`: exchange messages from rank `s` that arrived before
-    /// their receive was posted, in arrival order.
-    unexpected: RefCell<Vec<VecDeque<Tagged>>>,
+    /// `tx[d][c]`: channel `c` of rank `d`'s queues.
+    tx: Vec<[Sender<Msg>; CHANNELS]>,
+    /// This rank's queue per channel.
+    rx: [Receiver<Msg>; CHANNELS],
+    /// Per channel: messages taken from the queue that no receive matched
+    /// yet, in arrival order (kept across exchanges).
+    early: RefCell<[VecDeque<Early>; CHANNELS]>,
+    /// Per channel: the ranks seen leaving.
+    gone: RefCell<[Vec<bool>; CHANNELS]>,
     /// `recycle_in[d]`: our message buffers that rank `d` has consumed.
-    recycle_in: Vec<RecycleIn>,
+    recycle_in: Vec<Receiver<Vec<u8>>>,
     /// `recycle_out[s]`: hands rank `s`'s consumed buffers back to it.
-    recycle_out: Vec<RecycleOut>,
+    recycle_out: Vec<Sender<Vec<u8>>>,
     shared: Arc<Shared>,
     timeout: Option<Duration>,
-    /// Deadline set by [`Communicator::set_watch`]; takes precedence over
+    /// Deadline set by [`Transport::set_watch`]; takes precedence over
     /// `timeout`.
     watch: Cell<Option<Watch>>,
     longest: RefCell<LongestWaits>,
@@ -113,24 +106,6 @@ impl std::fmt::Debug for LocalComm {
     }
 }
 
-/// Return path of consumed message buffers, one per buffer type.
-struct Recycle<F, B> {
-    f32s: F,
-    bytes: B,
-}
-
-/// Consumed buffers coming back from a peer.
-type RecycleIn = Recycle<Receiver<Vec<f32>>, Receiver<Vec<u8>>>;
-/// Consumed buffers going back to a peer.
-type RecycleOut = Recycle<Sender<Vec<f32>>, Sender<Vec<u8>>>;
-
-/// Which channel set a message travels on.
-#[derive(Clone, Copy)]
-enum Lane {
-    P2p,
-    Coll,
-}
-
 impl LocalComm {
     /// Creates the `n` ranks of a new in-process world, rank `i` at index `i`.
     ///
@@ -144,71 +119,47 @@ impl LocalComm {
         let shared = Arc::new(Shared {
             lost_peer: (0..n).map(|_| AtomicBool::new(false)).collect(),
         });
-        let mut p2p_tx: Vec<Vec<Sender<Payload>>> = (0..n).map(|_| Vec::new()).collect();
-        let mut p2p_rx: Vec<Vec<Receiver<Payload>>> = (0..n).map(|_| Vec::new()).collect();
-        let mut coll_tx: Vec<Vec<Sender<Payload>>> = (0..n).map(|_| Vec::new()).collect();
-        let mut coll_rx: Vec<Vec<Receiver<Payload>>> = (0..n).map(|_| Vec::new()).collect();
-        let mut xch_tx: Vec<Vec<Sender<Tagged>>> = (0..n).map(|_| Vec::new()).collect();
-        let mut xch_rx: Vec<Vec<Receiver<Tagged>>> = (0..n).map(|_| Vec::new()).collect();
-        let mut recycle_in: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        let mut recycle_out: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        let (queues_tx, mut queues_rx): (Vec<[Sender<Msg>; CHANNELS]>, Vec<_>) = (0..n)
+            .map(|_| {
+                let pairs: [(Sender<Msg>, Receiver<Msg>); CHANNELS] =
+                    std::array::from_fn(|_| channel());
+                let [(t0, r0), (t1, r1), (t2, r2)] = pairs;
+                ([t0, t1, t2], Some([r0, r1, r2]))
+            })
+            .unzip();
+        // recycle[s][d]: buffers rank s sent to rank d, on their way back.
+        let mut recycle_in: Vec<Vec<Receiver<Vec<u8>>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut recycle_out: Vec<Vec<Sender<Vec<u8>>>> = (0..n).map(|_| Vec::new()).collect();
         // Outer loop over the sender, inner over the receiver: every vector
         // is filled in peer order, so index = peer rank.
-        for s in 0..n {
-            for d in 0..n {
+        for from_s in recycle_in.iter_mut() {
+            for to_d in recycle_out.iter_mut() {
                 let (tx, rx) = channel();
-                p2p_tx[s].push(tx);
-                p2p_rx[d].push(rx);
-                let (tx, rx) = channel();
-                coll_tx[s].push(tx);
-                coll_rx[d].push(rx);
-                let (tx, rx) = channel();
-                xch_tx[s].push(tx);
-                xch_rx[d].push(rx);
-                let (f32_tx, f32_rx) = channel();
-                let (bytes_tx, bytes_rx) = channel();
-                recycle_out[d].push(Recycle {
-                    f32s: f32_tx,
-                    bytes: bytes_tx,
-                });
-                recycle_in[s].push(Recycle {
-                    f32s: f32_rx,
-                    bytes: bytes_rx,
-                });
+                from_s.push(rx);
+                to_d.push(tx);
             }
         }
-        let mut comms = Vec::with_capacity(n);
-        let parts = p2p_tx
+        let comms = recycle_in
             .into_iter()
-            .zip(p2p_rx)
-            .zip(coll_tx)
-            .zip(coll_rx)
-            .zip(recycle_in)
             .zip(recycle_out)
-            .zip(xch_tx.into_iter().zip(xch_rx));
-        for (
-            rank,
-            ((((((p2p_tx, p2p_rx), coll_tx), coll_rx), recycle_in), recycle_out), (xch_tx, xch_rx)),
-        ) in parts.enumerate()
-        {
-            comms.push(LocalComm {
+            .enumerate()
+            .map(|(rank, (recycle_in, recycle_out))| LocalComm {
                 rank,
                 size: n,
-                p2p_tx,
-                p2p_rx,
-                coll_tx,
-                coll_rx,
-                xch_tx,
-                xch_rx,
-                unexpected: RefCell::new(vec![VecDeque::new(); n]),
+                tx: queues_tx.clone(),
+                rx: queues_rx[rank]
+                    .take()
+                    .expect("each rank takes its own queues"),
+                early: RefCell::new(std::array::from_fn(|_| VecDeque::new())),
+                gone: RefCell::new(std::array::from_fn(|_| vec![false; n])),
                 recycle_in,
                 recycle_out,
                 shared: Arc::clone(&shared),
                 timeout: None,
                 watch: Cell::new(None),
                 longest: RefCell::new(LongestWaits::default()),
-            });
-        }
+            })
+            .collect();
         Ok(comms)
     }
 
@@ -233,300 +184,48 @@ impl LocalComm {
         ))
     }
 
-    fn tx(&self, lane: Lane, dest: usize) -> &Sender<Payload> {
-        match lane {
-            Lane::P2p => &self.p2p_tx[dest],
-            Lane::Coll => &self.coll_tx[dest],
+    /// A message buffer holding `data`: one that rank `dest` handed back,
+    /// or a new one (empty messages need none).
+    fn buffer(&self, dest: usize, data: &[u8]) -> Vec<u8> {
+        if data.is_empty() {
+            return Vec::new();
         }
-    }
-
-    fn rx(&self, lane: Lane, src: usize) -> &Receiver<Payload> {
-        match lane {
-            Lane::P2p => &self.p2p_rx[src],
-            Lane::Coll => &self.coll_rx[src],
-        }
-    }
-
-    fn post(&self, lane: Lane, dest: usize, payload: Payload) -> Result<()> {
-        self.tx(lane, dest)
-            .send(payload)
-            .map_err(|_| self.peer_gone(dest))
-    }
-
-    fn take(&self, lane: Lane, src: usize) -> Result<Payload> {
-        let rx = self.rx(lane, src);
-        if let Some(w) = self.watch.get() {
-            let since = std::time::Instant::now();
-            let got = rx.recv_timeout(w.timeout).map_err(|e| match e {
-                RecvTimeoutError::Disconnected => self.peer_gone(src),
-                RecvTimeoutError::Timeout => Error::PeerTimeout {
-                    rank: self.rank,
-                    host: "local".to_string(),
-                    unresponsive: vec![src],
-                    msg: format!(
-                        "waited {:.1} s for rank {src} ({w}; deadline {:.1} s)",
-                        since.elapsed().as_secs_f64(),
-                        w.timeout.as_secs_f64()
-                    ),
-                },
-            });
-            self.longest.borrow_mut().record(w.phase, since.elapsed());
-            return got;
-        }
-        match self.timeout {
-            None => rx.recv().map_err(|_| self.peer_gone(src)),
-            Some(t) => rx.recv_timeout(t).map_err(|e| match e {
-                RecvTimeoutError::Disconnected => self.peer_gone(src),
-                RecvTimeoutError::Timeout => self.comm_err(format!(
-                    "no message from rank {src} within {t:?} (deadlock, or a peer stuck elsewhere?)"
-                )),
-            }),
-        }
-    }
-
-    /// A recycled f32 buffer previously sent to `dest`, or a new one.
-    fn f32_buffer(&self, dest: usize) -> Vec<f32> {
-        let mut v = self.recycle_in[dest].f32s.try_recv().unwrap_or_default();
+        let mut v = self.recycle_in[dest].try_recv().unwrap_or_default();
         v.clear();
+        v.extend_from_slice(data);
         v
     }
 
-    fn bytes_buffer(&self, dest: usize) -> Vec<u8> {
-        let mut v = self.recycle_in[dest].bytes.try_recv().unwrap_or_default();
-        v.clear();
-        v
-    }
-
-    /// Hands a consumed message buffer back to its sender (best effort: if
-    /// the sender has left, the buffer is simply freed).
-    fn give_back(&self, src: usize, payload: Payload) {
-        let out = &self.recycle_out[src];
-        match payload {
-            Payload::F32(v) => drop(out.f32s.send(v)),
-            Payload::Bytes(v) => drop(out.bytes.send(v)),
-            Payload::U64(_) | Payload::Fail(_) => {}
+    /// Hands a consumed message buffer back to rank `src` (best effort: if
+    /// `src` has left, the buffer is simply freed).
+    fn give_back(&self, src: usize, bytes: Vec<u8>) {
+        if bytes.capacity() > 0 {
+            drop(self.recycle_out[src].send(bytes));
         }
-    }
-
-    fn send_f32_on(&self, lane: Lane, dest: usize, data: &[f32]) -> Result<()> {
-        let mut v = self.f32_buffer(dest);
-        v.extend_from_slice(data);
-        self.post(lane, dest, Payload::F32(v))
-    }
-
-    fn send_bytes_on(&self, lane: Lane, dest: usize, data: &[u8]) -> Result<()> {
-        let mut v = self.bytes_buffer(dest);
-        v.extend_from_slice(data);
-        self.post(lane, dest, Payload::Bytes(v))
-    }
-
-    fn wrong_message(&self, src: usize, expected: String, got: &Payload) -> Error {
-        if let Payload::Fail(msg) = got {
-            return Error::RankMismatch(msg.clone());
-        }
-        self.comm_err(format!(
-            "expected {expected} from rank {src}, got {}",
-            got.describe()
-        ))
-    }
-
-    fn recv_f32_on(&self, lane: Lane, src: usize, buf: &mut [f32]) -> Result<()> {
-        let p = self.take(lane, src)?;
-        let res = match &p {
-            Payload::F32(v) if v.len() == buf.len() => {
-                buf.copy_from_slice(v);
-                Ok(())
-            }
-            other => Err(self.wrong_message(src, format!("{} f32 value(s)", buf.len()), other)),
-        };
-        self.give_back(src, p);
-        res
-    }
-
-    fn recv_bytes_on(&self, lane: Lane, src: usize, buf: &mut [u8]) -> Result<()> {
-        let p = self.take(lane, src)?;
-        let res = match &p {
-            Payload::Bytes(v) if v.len() == buf.len() => {
-                buf.copy_from_slice(v);
-                Ok(())
-            }
-            other => Err(self.wrong_message(src, format!("{} byte(s)", buf.len()), other)),
-        };
-        self.give_back(src, p);
-        res
-    }
-
-    /// Allgather of a small header through rank 0 on the collective lane;
-    /// returns `size * mine.len()` words in rank order.
-    fn coll_allgather_u64(&self, mine: &[u64]) -> Result<Vec<u64>> {
-        let k = mine.len();
-        if self.rank == 0 {
-            let mut all = Vec::with_capacity(k * self.size);
-            all.extend_from_slice(mine);
-            for src in 1..self.size {
-                match self.take(Lane::Coll, src)? {
-                    Payload::U64(v) if v.len() == k => all.extend_from_slice(&v),
-                    other => {
-                        return Err(self.wrong_message(
-                            src,
-                            format!("a {k}-word collective header"),
-                            &other,
-                        ))
-                    }
-                }
-            }
-            for dest in 1..self.size {
-                self.post(Lane::Coll, dest, Payload::U64(all.clone()))?;
-            }
-            Ok(all)
-        } else {
-            self.post(Lane::Coll, 0, Payload::U64(mine.to_vec()))?;
-            match self.take(Lane::Coll, 0)? {
-                Payload::U64(v) if v.len() == k * self.size => Ok(v),
-                other => Err(self.wrong_message(
-                    0,
-                    format!("a {}-word collective header", k * self.size),
-                    &other,
-                )),
-            }
-        }
-    }
-
-    /// Shared part of the two broadcasts: agree on (length, root).
-    fn broadcast_check(&self, op: &str, root: usize, len: usize) -> Result<()> {
-        let all = self.coll_allgather_u64(&[len as u64, root as u64])?;
-        check_broadcast_headers(self, op, root, &all)
     }
 }
 
-impl Communicator for LocalComm {
+impl Drop for LocalComm {
+    /// Tells every peer, on every channel, that this rank has left, so that
+    /// their waits for it end at once.
+    fn drop(&mut self) {
+        for (d, queues) in self.tx.iter().enumerate() {
+            if d != self.rank {
+                for q in queues {
+                    drop(q.send(Msg::Gone(self.rank)));
+                }
+            }
+        }
+    }
+}
+
+impl Transport for LocalComm {
     fn rank(&self) -> usize {
         self.rank
     }
 
     fn size(&self) -> usize {
         self.size
-    }
-
-    fn send_f32(&self, dest: usize, data: &[f32]) -> Result<()> {
-        check_peer(self, dest, "send_f32 destination")?;
-        self.send_f32_on(Lane::P2p, dest, data)
-    }
-
-    fn recv_f32(&self, src: usize, buf: &mut [f32]) -> Result<()> {
-        check_peer(self, src, "recv_f32 source")?;
-        self.recv_f32_on(Lane::P2p, src, buf)
-    }
-
-    fn sendrecv_f32(&self, send: &[f32], dest: usize, recv: &mut [f32], src: usize) -> Result<()> {
-        check_peer(self, dest, "sendrecv_f32 destination")?;
-        check_peer(self, src, "sendrecv_f32 source")?;
-        self.send_f32_on(Lane::P2p, dest, send)?;
-        self.recv_f32_on(Lane::P2p, src, recv)
-    }
-
-    fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()> {
-        check_peer(self, dest, "send_bytes destination")?;
-        self.send_bytes_on(Lane::P2p, dest, data)
-    }
-
-    fn recv_bytes(&self, src: usize, buf: &mut [u8]) -> Result<()> {
-        check_peer(self, src, "recv_bytes source")?;
-        self.recv_bytes_on(Lane::P2p, src, buf)
-    }
-
-    fn sendrecv_bytes(&self, send: &[u8], dest: usize, recv: &mut [u8], src: usize) -> Result<()> {
-        check_peer(self, dest, "sendrecv_bytes destination")?;
-        check_peer(self, src, "sendrecv_bytes source")?;
-        self.send_bytes_on(Lane::P2p, dest, send)?;
-        self.recv_bytes_on(Lane::P2p, src, recv)
-    }
-
-    fn barrier(&self) -> Result<()> {
-        if self.size == 1 {
-            return Ok(());
-        }
-        if self.rank == 0 {
-            for src in 1..self.size {
-                let mut token = [0u8; 0];
-                self.recv_bytes_on(Lane::Coll, src, &mut token)?;
-            }
-            for dest in 1..self.size {
-                self.send_bytes_on(Lane::Coll, dest, &[])?;
-            }
-            Ok(())
-        } else {
-            self.send_bytes_on(Lane::Coll, 0, &[])?;
-            self.recv_bytes_on(Lane::Coll, 0, &mut [])
-        }
-    }
-
-    fn broadcast_f32(&self, root: usize, buf: &mut [f32]) -> Result<()> {
-        self.broadcast_check("broadcast_f32", root, buf.len())?;
-        if self.rank == root {
-            for dest in (0..self.size).filter(|&d| d != root) {
-                self.send_f32_on(Lane::Coll, dest, buf)?;
-            }
-            Ok(())
-        } else {
-            self.recv_f32_on(Lane::Coll, root, buf)
-        }
-    }
-
-    fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<()> {
-        self.broadcast_check("broadcast_bytes", root, buf.len())?;
-        if self.rank == root {
-            for dest in (0..self.size).filter(|&d| d != root) {
-                self.send_bytes_on(Lane::Coll, dest, buf)?;
-            }
-            Ok(())
-        } else {
-            self.recv_bytes_on(Lane::Coll, root, buf)
-        }
-    }
-
-    /// Gathers every buffer at rank 0, sums in rank order and sends the
-    /// result back (the in-process stand-in for `MPI_Allreduce`).
-    fn native_allreduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        if self.size == 1 {
-            return Ok(());
-        }
-        if self.rank != 0 {
-            self.send_f32_on(Lane::Coll, 0, buf)?;
-            return self.recv_f32_on(Lane::Coll, 0, buf);
-        }
-        let mut lens = vec![buf.len() as u64];
-        for src in 1..self.size {
-            let p = self.take(Lane::Coll, src)?;
-            match &p {
-                Payload::F32(v) => {
-                    lens.push(v.len() as u64);
-                    if v.len() == buf.len() {
-                        for (b, x) in buf.iter_mut().zip(v) {
-                            *b += *x;
-                        }
-                    }
-                }
-                other => {
-                    return Err(self.wrong_message(
-                        src,
-                        format!("{} f32 value(s)", buf.len()),
-                        other,
-                    ))
-                }
-            }
-            self.give_back(src, p);
-        }
-        if let Some(e) = length_mismatch("native allreduce", &lens) {
-            for dest in 1..self.size {
-                self.post(Lane::Coll, dest, Payload::Fail(e.to_string()))?;
-            }
-            return Err(e);
-        }
-        for dest in 1..self.size {
-            self.send_f32_on(Lane::Coll, dest, buf)?;
-        }
-        Ok(())
     }
 
     fn set_watch(&self, watch: Option<Watch>) {
@@ -549,11 +248,12 @@ impl Communicator for LocalComm {
         "in-process (threads)"
     }
 
-    fn exchange<'a>(&self, body: &mut ExchangeBody<'_, 'a>) -> Result<()> {
+    fn exchange<'a>(&self, op: Op, body: &mut ExchangeBody<'_, 'a>) -> Result<()> {
         let mut x = LocalExchange {
             comm: self,
+            ch: op.channel() as usize,
+            op,
             slots: Vec::new(),
-            waiting: Default::default(),
             pending: 0,
         };
         // On an error, sends are complete once posted; receives simply stop.
@@ -576,106 +276,157 @@ enum LocalSlot<'a> {
 /// its message has arrived and been copied.
 struct LocalExchange<'a, 'c> {
     comm: &'c LocalComm,
+    /// The channel's index.
+    ch: usize,
+    op: Op,
     slots: Vec<LocalSlot<'a>>,
-    /// Posted receives not yet matched, per (source, tag), in posting order.
-    waiting: std::collections::HashMap<(usize, u32), VecDeque<usize>>,
     pending: usize,
 }
 
 impl LocalExchange<'_, '_> {
-    /// Copies message `bytes` into receive slot `i`.
-    fn deliver(&mut self, i: usize, bytes: &[u8]) -> Result<()> {
+    /// Copies message `bytes` from `src` into receive slot `i`, and hands
+    /// the buffer back.
+    fn deliver(&mut self, i: usize, bytes: Vec<u8>) -> Result<()> {
         let LocalSlot::Recv(src, tag, buf) =
             std::mem::replace(&mut self.slots[i], LocalSlot::Taken)
         else {
             unreachable!("only receives wait for messages")
         };
-        if bytes.len() != buf.len() {
-            return Err(self.comm.comm_err(format!(
-                "exchange: expected {} byte(s) from rank {src} (tag {tag}), received {}",
+        self.pending -= 1;
+        let res = if bytes.len() == buf.len() {
+            buf.copy_from_slice(&bytes);
+            self.slots[i] = LocalSlot::Done(buf);
+            Ok(())
+        } else {
+            Err(self.comm.comm_err(format!(
+                "expected {} byte(s) from rank {src} (tag {tag}), but the message holds {} \
+                 byte(s)",
                 buf.len(),
                 bytes.len()
-            )));
-        }
-        buf.copy_from_slice(bytes);
-        self.slots[i] = LocalSlot::Done(buf);
-        self.pending -= 1;
-        Ok(())
+            )))
+        };
+        self.comm.give_back(src, bytes);
+        res
     }
 
-    /// Takes every message that has arrived: to its waiting receive, or to
-    /// the unexpected queue (kept across exchanges). True if a receive
-    /// completed.
+    /// The first pending receive from `src` with `tag`.
+    fn waiting_for(&self, src: usize, tag: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| matches!(s, LocalSlot::Recv(s2, t2, _) if *s2 == src && *t2 == tag))
+    }
+
+    /// Handles one message from the queue; true if a receive completed.
+    fn take(&mut self, msg: Msg) -> Result<bool> {
+        match msg {
+            Msg::Data { src, tag, bytes } => match self.waiting_for(src, tag) {
+                Some(i) => self.deliver(i, bytes).map(|_| true),
+                None => {
+                    self.comm.early.borrow_mut()[self.ch].push_back((src, tag, bytes));
+                    Ok(false)
+                }
+            },
+            Msg::Gone(src) => {
+                self.comm.gone.borrow_mut()[self.ch][src] = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Takes every message that has arrived; fails if a pending receive
+    /// waits for a rank that has left. True if a receive completed.
     fn progress(&mut self) -> Result<bool> {
-        let comm = self.comm;
         let mut any = false;
-        for src in 0..comm.size {
-            loop {
-                match comm.xch_rx[src].try_recv() {
-                    Ok((tag, bytes)) => {
-                        let slot = self
-                            .waiting
-                            .get_mut(&(src, tag))
-                            .and_then(VecDeque::pop_front);
-                        match slot {
-                            Some(i) => {
-                                self.deliver(i, &bytes)?;
-                                any = true;
-                            }
-                            None => comm.unexpected.borrow_mut()[src].push_back((tag, bytes)),
-                        }
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        if self
-                            .waiting
-                            .iter()
-                            .any(|((s, _), q)| *s == src && !q.is_empty())
-                        {
-                            return Err(comm.peer_gone(src));
-                        }
-                        break;
-                    }
+        while let Ok(msg) = self.comm.rx[self.ch].try_recv() {
+            any |= self.take(msg)?;
+        }
+        self.check_gone()?;
+        Ok(any)
+    }
+
+    fn check_gone(&self) -> Result<()> {
+        let gone = self.comm.gone.borrow();
+        for s in &self.slots {
+            if let LocalSlot::Recv(src, _, _) = s {
+                if gone[self.ch][*src] {
+                    return Err(self.comm.peer_gone(*src));
                 }
             }
         }
-        Ok(any)
+        Ok(())
+    }
+
+    fn first_waited_for(&self) -> usize {
+        self.slots
+            .iter()
+            .find_map(|s| match s {
+                LocalSlot::Recv(src, _, _) => Some(*src),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    fn timed_out(&self, watch: Option<Watch>, waited: Duration, limit: Duration) -> Error {
+        let (first, op) = (self.first_waited_for(), self.op);
+        match watch {
+            Some(w) => Error::PeerTimeout {
+                rank: self.comm.rank,
+                host: "local".to_string(),
+                unresponsive: vec![first],
+                msg: format!(
+                    "waited {:.1} s for rank {first} in {op} ({w}; deadline {:.1} s)",
+                    waited.as_secs_f64(),
+                    w.timeout.as_secs_f64()
+                ),
+            },
+            None => self.comm.comm_err(format!(
+                "no message from rank {first} within {limit:?} in {op} (deadlock, or a peer \
+                 stuck elsewhere?)"
+            )),
+        }
     }
 }
 
 impl<'a> Exchange<'a> for LocalExchange<'a, '_> {
     fn send(&mut self, dest: usize, tag: u32, data: &'a [u8]) -> Result<Ticket> {
-        check_peer(self.comm, dest, "exchange send destination")?;
+        check_peer(self.comm, dest, "send destination")?;
         check_tag(tag)?;
-        self.comm.xch_tx[dest]
-            .send((tag, data.to_vec()))
+        let msg = Msg::Data {
+            src: self.comm.rank,
+            tag,
+            bytes: self.comm.buffer(dest, data),
+        };
+        self.comm.tx[dest][self.ch]
+            .send(msg)
             .map_err(|_| self.comm.peer_gone(dest))?;
         self.slots.push(LocalSlot::Done(data));
         Ok(Ticket(self.slots.len() - 1))
     }
 
     fn recv(&mut self, src: usize, tag: u32, buf: &'a mut [u8]) -> Result<Ticket> {
-        check_peer(self.comm, src, "exchange receive source")?;
+        check_peer(self.comm, src, "receive source")?;
         check_tag(tag)?;
         self.slots.push(LocalSlot::Recv(src, tag, buf));
         self.pending += 1;
         let i = self.slots.len() - 1;
-        let queue = self.waiting.entry((src, tag)).or_default();
-        if queue.is_empty() {
-            let early = {
-                let mut unexpected = self.comm.unexpected.borrow_mut();
-                let q = &mut unexpected[src];
-                q.iter()
-                    .position(|(t, _)| *t == tag)
-                    .and_then(|pos| q.remove(pos))
-            };
-            if let Some((_, bytes)) = early {
-                self.deliver(i, &bytes)?;
-                return Ok(Ticket(i));
-            }
+        // An earlier receive from src with tag would have taken the
+        // message already: the first early match is this receive's.
+        let early = {
+            let mut early = self.comm.early.borrow_mut();
+            let q = &mut early[self.ch];
+            q.iter()
+                .position(|(s, t, _)| *s == src && *t == tag)
+                .and_then(|pos| q.remove(pos))
+        };
+        if let Some((_, _, bytes)) = early {
+            self.deliver(i, bytes)?;
         }
-        self.waiting.entry((src, tag)).or_default().push_back(i);
         Ok(Ticket(i))
+    }
+
+    /// Every in-process receive checks the length of what arrives.
+    fn recv_checked(&mut self, src: usize, tag: u32, buf: &'a mut [u8]) -> Result<Ticket> {
+        self.recv(src, tag, buf)
     }
 
     fn test(&mut self, t: Ticket) -> Result<Option<&'a [u8]>> {
@@ -697,11 +448,13 @@ impl<'a> Exchange<'a> for LocalExchange<'a, '_> {
     }
 
     fn wait_any(&mut self, watched: bool, wake: &mut dyn FnMut() -> bool) -> Result<()> {
-        let since = std::time::Instant::now();
+        let since = Instant::now();
         let watch = if watched { self.comm.watch.get() } else { None };
         let limit = watch.map(|w| w.timeout).or(self.comm.timeout);
+        let mut nap = Duration::from_micros(50);
+        let mut got = false;
         loop {
-            if self.progress()? || wake() {
+            if got || self.progress()? || wake() {
                 if let Some(w) = watch {
                     self.comm
                         .longest
@@ -713,39 +466,15 @@ impl<'a> Exchange<'a> for LocalExchange<'a, '_> {
             let waited = since.elapsed();
             if let (Some(limit), true) = (limit, self.pending > 0) {
                 if waited >= limit {
-                    let from: Vec<usize> = self
-                        .slots
-                        .iter()
-                        .filter_map(|s| match s {
-                            LocalSlot::Recv(src, _, _) => Some(*src),
-                            _ => None,
-                        })
-                        .collect();
-                    let first = from.first().copied().unwrap_or(0);
-                    return Err(match watch {
-                        Some(w) => Error::PeerTimeout {
-                            rank: self.comm.rank,
-                            host: "local".to_string(),
-                            unresponsive: vec![first],
-                            msg: format!(
-                                "waited {:.1} s for rank {first} in an exchange ({w}; deadline \
-                                 {:.1} s)",
-                                waited.as_secs_f64(),
-                                w.timeout.as_secs_f64()
-                            ),
-                        },
-                        None => self.comm.comm_err(format!(
-                            "no exchange message from rank {first} within {limit:?} (deadlock, \
-                             or a peer stuck elsewhere?)"
-                        )),
-                    });
+                    return Err(self.timed_out(watch, waited, limit));
                 }
             }
-            if waited < Duration::from_millis(1) {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
+            // Sleep on the queue: the next message wakes the rank at once.
+            got = match self.comm.rx[self.ch].recv_timeout(nap) {
+                Ok(msg) => self.take(msg)?,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,
+            };
+            nap = (nap * 2).min(MAX_NAP);
         }
     }
 
@@ -766,7 +495,7 @@ impl<'a> Exchange<'a> for LocalExchange<'a, '_> {
 /// naming the rank and the panic message.
 ///
 /// ```
-/// use ringsgd::comm::{local, Communicator};
+/// use ringsgd::comm::{local, Transport};
 ///
 /// let ranks = local::run_ranks(4, |comm| Ok(comm.rank() * 10))?;
 /// assert_eq!(ranks, vec![0, 10, 20, 30]);
@@ -853,6 +582,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::comm::Communicator;
 
     #[test]
     fn local_comm_can_move_to_its_thread() {
@@ -867,38 +597,39 @@ mod tests {
     }
 
     #[test]
-    fn point_to_point_checks_lengths_and_kinds() {
+    fn point_to_point_checks_lengths_and_stays_usable() {
         let out = run_ranks(2, |comm| {
             if comm.rank() == 0 {
-                comm.send_f32(1, &[1.0, 2.0, 3.0])?;
-                comm.send_bytes(1, b"ab")?;
-                comm.send_f32(1, &[4.0])?;
+                comm.send(1, &[1.0f32, 2.0, 3.0])?;
+                comm.send(1, b"ab")?;
+                comm.send(1, &[4.0f32])?;
                 Ok(String::new())
             } else {
                 let mut two = [0.0f32; 2];
-                let e1 = comm.recv_f32(0, &mut two).unwrap_err().to_string();
+                let e1 = comm.recv(0, &mut two).unwrap_err().to_string();
                 let mut f = [0.0f32; 2];
-                let e2 = comm.recv_f32(0, &mut f).unwrap_err().to_string();
+                let e2 = comm.recv(0, &mut f).unwrap_err().to_string();
                 let mut one = [0.0f32; 1];
-                comm.recv_f32(0, &mut one)?;
+                comm.recv(0, &mut one)?;
                 assert_eq!(one, [4.0]);
                 Ok(format!("{e1} | {e2}"))
             }
         })
         .unwrap();
         assert!(
-            out[1].contains("expected 2 f32 value(s) from rank 0, got 3 f32"),
+            out[1].contains("receive of 2 f32 value(s): expected 8 byte(s) from rank 0")
+                && out[1].contains("holds 12 byte(s)"),
             "{}",
             out[1]
         );
-        assert!(out[1].contains("got 2 byte(s)"), "{}", out[1]);
+        assert!(out[1].contains("holds 2 byte(s)"), "{}", out[1]);
     }
 
     #[test]
     fn out_of_range_peer_is_invalid_argument() {
         let mut comms = LocalComm::world(2).unwrap();
         let c = comms.remove(0);
-        let e = c.send_f32(2, &[1.0]).unwrap_err();
+        let e = c.send(2, &[1.0f32]).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
         assert!(e.to_string().contains("rank 2"), "{e}");
     }
@@ -911,11 +642,29 @@ mod tests {
             }
             // Ranks 0 and 1 wait for rank 2, which never sends.
             let mut b = [0.0f32; 1];
-            comm.recv_f32(2, &mut b)?;
+            comm.recv(2, &mut b)?;
             Ok(())
         })
         .unwrap_err();
         assert!(e.to_string().contains("rank 2 broke on purpose"), "{e}");
+    }
+
+    #[test]
+    fn messages_sent_before_leaving_are_still_received() {
+        let out = run_ranks(2, |comm| {
+            if comm.rank() == 1 {
+                comm.send(0, &[7u8; 3])?;
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let mut b = [0u8; 3];
+            comm.recv(1, &mut b)?;
+            let e = comm.recv(1, &mut b).unwrap_err().to_string();
+            assert!(e.contains("rank 1 has left"), "{e}");
+            Ok(b.to_vec())
+        })
+        .unwrap();
+        assert_eq!(out[0], vec![7; 3]);
     }
 
     #[test]
@@ -925,7 +674,7 @@ mod tests {
                 panic!("boom");
             }
             let mut b = [0u8; 1];
-            comm.recv_bytes(1, &mut b)?;
+            comm.recv(1, &mut b)?;
             Ok(())
         })
         .unwrap_err();
@@ -939,10 +688,11 @@ mod tests {
             comm.set_timeout(Some(Duration::from_millis(50)));
             // Both ranks receive first: a deadlock.
             let mut b = [0.0f32; 1];
-            comm.recv_f32(1 - comm.rank(), &mut b)
+            comm.recv(1 - comm.rank(), &mut b)
         })
         .unwrap_err();
-        assert!(e.to_string().contains("within"), "{e}");
+        let s = e.to_string();
+        assert!(s.contains("within") && s.contains("in a receive"), "{s}");
     }
 
     #[test]
@@ -956,8 +706,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1500));
                 return Ok(());
             }
-            let mut b = [0.0f32; 1];
-            comm.recv_f32(2, &mut b)
+            comm.barrier()
         })
         .unwrap_err();
         match &e {
@@ -966,7 +715,7 @@ mod tests {
         }
         let s = e.to_string();
         assert!(
-            s.contains("for rank 2") && s.contains("epoch 2, step 17"),
+            s.contains("for rank 2 in a barrier") && s.contains("epoch 2, step 17"),
             "{s}"
         );
     }
@@ -976,10 +725,10 @@ mod tests {
         let out = run_ranks(3, |comm| {
             let right = (comm.rank() + 1) % 3;
             let left = (comm.rank() + 2) % 3;
-            comm.send_f32(right, &[comm.rank() as f32])?;
+            comm.send(right, &[comm.rank() as f32])?;
             comm.barrier()?;
             let mut b = [0.0f32];
-            comm.recv_f32(left, &mut b)?;
+            comm.recv(left, &mut b)?;
             Ok(b[0])
         })
         .unwrap();
@@ -987,52 +736,21 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_from_every_root_and_mismatch_on_every_rank() {
-        for root in 0..3 {
-            let out = run_ranks(3, |comm| {
-                let mut b = if comm.rank() == root {
-                    vec![7.0f32, 8.0]
-                } else {
-                    vec![0.0; 2]
-                };
-                comm.broadcast_f32(root, &mut b)?;
-                let mut bytes = if comm.rank() == root {
-                    b"xyz".to_vec()
-                } else {
-                    vec![0; 3]
-                };
-                comm.broadcast_bytes(root, &mut bytes)?;
-                Ok((b, bytes))
+    fn waiting_twice_for_an_operation_is_an_error() {
+        let out = run_ranks(1, |comm| {
+            let mine = [4u8; 2];
+            let mut got = [0u8; 2];
+            crate::comm::exchange::run(&comm, |x| {
+                let r = x.recv(0, 3, &mut got)?;
+                x.send(0, 3, &mine)?;
+                let first = x.wait(r)?.to_vec();
+                let again = x.wait(r).unwrap_err().to_string();
+                Ok((first, again))
             })
-            .unwrap();
-            assert!(out.iter().all(|(b, y)| b == &[7.0, 8.0] && y == b"xyz"));
-        }
-        let errs = run_ranks(3, |comm| {
-            let mut b = vec![0.0f32; 2 + comm.rank() / 2];
-            Ok(comm.broadcast_f32(0, &mut b).unwrap_err().to_string())
         })
         .unwrap();
-        for e in errs {
-            assert!(e.contains("rank 2: length 3, root 0"), "{e}");
-        }
-    }
-
-    #[test]
-    fn native_allreduce_sums_and_reports_mismatch_everywhere() {
-        let out = run_ranks(4, |comm| {
-            let mut b = vec![comm.rank() as f32 + 1.0; 3];
-            comm.native_allreduce_sum_f32(&mut b)?;
-            Ok(b)
-        })
-        .unwrap();
-        assert!(out.iter().all(|b| b == &[10.0; 3]));
-        let errs = run_ranks(3, |comm| {
-            let mut b = vec![1.0f32; if comm.rank() == 1 { 4 } else { 3 }];
-            let e = comm.native_allreduce_sum_f32(&mut b).unwrap_err();
-            Ok(matches!(e, Error::RankMismatch(_)))
-        })
-        .unwrap();
-        assert_eq!(errs, vec![true; 3]);
+        assert_eq!(out[0].0, vec![4, 4]);
+        assert!(out[0].1.contains("already waited for"), "{}", out[0].1);
     }
 
     #[test]
@@ -1041,11 +759,11 @@ mod tests {
             let other = 1 - comm.rank();
             let data = vec![1.0f32; 1000];
             let mut got = vec![0.0f32; 1000];
-            comm.sendrecv_f32(&data, other, &mut got, other)?;
+            comm.sendrecv(&data, other, &mut got, other)?;
             comm.barrier()?;
             // The peer has consumed our first message and handed it back.
-            let v = comm.f32_buffer(other);
-            assert!(v.capacity() >= 1000);
+            let v = comm.recycle_in[other].try_recv().unwrap_or_default();
+            assert!(v.capacity() >= 4000);
             Ok(())
         })
         .unwrap();

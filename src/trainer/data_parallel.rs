@@ -6,7 +6,7 @@ use ndarray::ArrayView4;
 use super::overlap::Overlap;
 use crate::collectives::{ensure_agree, ensure_agree_keyed, Allreducer};
 use crate::comm::watch::Phase;
-use crate::comm::Communicator;
+use crate::comm::{Communicator, Transport};
 use crate::data::{Augmentation, BatchBuilder, Dataset, EpochShards, Normalizer, Shape, ShardPlan};
 use crate::error::{Error, Result};
 use crate::health::{HealthProbe, NodeHealth};
@@ -53,7 +53,7 @@ pub struct StepOutcome {
     pub wire_bytes: u64,
 }
 
-/// Data-parallel SGD of any [`Trainable`] model over any [`Communicator`].
+/// Data-parallel SGD of any [`Trainable`] model over any [`Transport`].
 ///
 /// Every rank holds a full replica of the model. Each step, rank `r` of `p`
 /// takes its contiguous `1/p` share of the global batch (the same
@@ -95,7 +95,7 @@ pub struct StepOutcome {
 /// # Ok(()) }
 /// ```
 pub struct Trainer<'c, M: Trainable = Model> {
-    comm: &'c dyn Communicator,
+    comm: &'c dyn Transport,
     pool: ComputePool,
     model: M,
     sgd: Sgd,
@@ -170,7 +170,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
     /// (failing on every rank otherwise), then copies rank 0's initial
     /// weights to every rank.
     pub fn new(
-        comm: &'c dyn Communicator,
+        comm: &'c dyn Transport,
         pool: ComputePool,
         mut model: M,
         cfg: TrainConfig,
@@ -213,7 +213,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             identity.push(("buckets".to_string(), Some(ov.plan().describe())));
         }
         ensure_agree_keyed(comm, "training configuration and model", &identity)?;
-        comm.broadcast_f32(0, model.params_mut())?;
+        comm.broadcast(0, model.params_mut())?;
         info!(
             "rank {}/{}: trainer ready, {} parameters, per-rank batch {}, allreduce {} ({} on the \
              wire), {} core{}",
@@ -281,7 +281,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             None
         };
         let mut ok = [u8::from(result.as_ref().is_none_or(|r| r.is_ok()))];
-        self.comm.broadcast_bytes(0, &mut ok)?;
+        self.comm.broadcast(0, &mut ok)?;
         match result {
             Some(r) => r,
             None if ok[0] == 1 => Ok(()),
@@ -347,7 +347,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
     }
 
     /// The communicator.
-    pub fn comm(&self) -> &'c dyn Communicator {
+    pub fn comm(&self) -> &'c dyn Transport {
         self.comm
     }
 
@@ -508,12 +508,12 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         }
         // Rank 0's wall clock, so that the report is the same on every rank.
         let mut seconds = [epoch_start.elapsed().as_secs_f64() as f32];
-        self.comm.broadcast_f32(0, &mut seconds)?;
+        self.comm.broadcast(0, &mut seconds)?;
         let seconds = seconds[0] as f64;
         // Rank 0's count too (chunks of unequal length send a few bytes
         // more or less).
         let mut wire = wire_bytes.to_le_bytes();
-        self.comm.broadcast_bytes(0, &mut wire)?;
+        self.comm.broadcast(0, &mut wire)?;
         let wire_bytes = u64::from_le_bytes(wire);
         let epoch_number = self.epoch + 1;
         if self.step - self.epoch * spe == spe {
@@ -806,7 +806,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             let mut all = vec![mine];
             for src in 1..size {
                 let mut other = vec![0.0f32; steps + EXTRA];
-                self.comm.recv_f32(src, &mut other)?;
+                self.comm.recv(src, &mut other)?;
                 all.push(other);
             }
             let field = |a: &[f32], s: usize| StepTimes::from_slice(&a[StepTimes::FIELDS * s..]);
@@ -841,9 +841,9 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                 combined[at..at + EXTRA].copy_from_slice(&a[steps..]);
             }
         } else {
-            self.comm.send_f32(0, &mine)?;
+            self.comm.send(0, &mine)?;
         }
-        self.comm.broadcast_f32(0, &mut combined)?;
+        self.comm.broadcast(0, &mut combined)?;
         let split = combined[..steps]
             .chunks_exact(StepTimes::FIELDS)
             .map(StepTimes::from_slice)
@@ -909,7 +909,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
             let mut measured = vec![rate(mine)];
             for src in 1..size {
                 let mut m = [0.0f32; 2];
-                self.comm.recv_f32(src, &mut m)?;
+                self.comm.recv(src, &mut m)?;
                 measured.push(rate(m));
             }
             // Smoothed over the decisions: a few noisy steps (a shared
@@ -937,9 +937,9 @@ impl<'c, M: Trainable> Trainer<'c, M> {
                 }
             }
         } else {
-            self.comm.send_f32(0, &mine)?;
+            self.comm.send(0, &mine)?;
         }
-        self.comm.broadcast_f32(0, &mut decided)?;
+        self.comm.broadcast(0, &mut decided)?;
         let decided: Vec<usize> = decided.iter().map(|&s| s as usize).collect();
         if decided != self.shares {
             info!(
@@ -963,7 +963,7 @@ impl<'c, M: Trainable> Trainer<'c, M> {
         self.step = step;
     }
 
-    pub(crate) fn parts_mut(&mut self) -> (&'c dyn Communicator, &mut M, &mut Sgd) {
+    pub(crate) fn parts_mut(&mut self) -> (&'c dyn Transport, &mut M, &mut Sgd) {
         (self.comm, &mut self.model, &mut self.sgd)
     }
 }

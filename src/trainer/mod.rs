@@ -1,7 +1,7 @@
 //! Data-parallel training: the loop, its reports, checkpoints and resume.
 //!
 //! [`Trainer`] runs synchronous data-parallel SGD over any
-//! [`Communicator`](crate::comm::Communicator): the in-process one (ranks as
+//! [`Transport`](crate::comm::Transport): the in-process one (ranks as
 //! threads) or MPI (ranks as processes on one or several machines).
 //!
 //! What a step does on each of `p` ranks:

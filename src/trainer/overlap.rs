@@ -22,7 +22,7 @@ use ndarray::ArrayView4;
 use crate::collectives::ring::{tags_per_ring, RingAllreduce, RingScratch};
 use crate::collectives::Wire;
 use crate::comm::exchange::{self, MAX_TAG};
-use crate::comm::Communicator;
+use crate::comm::Transport;
 use crate::error::{Error, Result};
 use crate::model::{BatchStats, Trainable};
 use crate::parallel::ComputePool;
@@ -187,7 +187,7 @@ impl Overlap {
     /// `scale` first (its share of the global batch, see `balance`).
     pub(crate) fn step<M: Trainable>(
         &mut self,
-        comm: &dyn Communicator,
+        comm: &dyn Transport,
         model: &mut M,
         pool: &ComputePool,
         images: ArrayView4<'_, f32>,

@@ -12,6 +12,7 @@
 use log::info;
 
 use crate::checkpoint::{Checkpoint, OptimizerState};
+use crate::comm::Communicator;
 use crate::error::{Error, Result};
 use crate::model::Trainable;
 use crate::optim::Sgd;
@@ -92,7 +93,7 @@ impl<M: Trainable> Trainer<'_, M> {
                 Err(e) => root_error = Some(e),
             }
         }
-        comm.broadcast_bytes(0, &mut header)?;
+        comm.broadcast(0, &mut header)?;
         // The batch shares (balance): the checkpoint's on the same world
         // size and global batch, equal otherwise.
         let (size, gb) = (comm.size(), self.config().global_batch);
@@ -108,7 +109,7 @@ impl<M: Trainable> Trainer<'_, M> {
             .map(|&s| s as f32)
             .collect();
         if header[0] == 1 {
-            comm.broadcast_f32(0, &mut shares)?;
+            comm.broadcast(0, &mut shares)?;
         }
         if header[0] != 1 {
             return Err(root_error.unwrap_or_else(|| {
@@ -127,8 +128,8 @@ impl<M: Trainable> Trainer<'_, M> {
                 momentum.copy_from_slice(buf);
             }
         }
-        comm.broadcast_f32(0, model.params_mut())?;
-        comm.broadcast_f32(0, &mut momentum)?;
+        comm.broadcast(0, model.params_mut())?;
+        comm.broadcast(0, &mut momentum)?;
         restore_momentum(sgd, &momentum, initialized)?;
         self.set_position(epoch, step);
         self.set_shares(shares.iter().map(|&s| s as usize).collect());

@@ -16,7 +16,6 @@
 //! the peer is slow but alive: a warning is logged and the wait goes on.
 
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use mpi::request::{Request, Scope, StaticScope};
@@ -24,6 +23,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, Destination, Source};
 
 use crate::comm::watch::{LongestWaits, PeerTimeout, Phase, Watch};
+use crate::comm::Op;
 use crate::error::Error;
 
 /// Exit code of a job ended by a peer timeout (`MPI_Abort`'s error code,
@@ -49,58 +49,6 @@ const HANDOFF: Duration = Duration::from_secs(20);
 
 /// What a binary does with a peer-timeout error before the job is aborted.
 pub(super) type TimeoutReport = Box<dyn Fn(&Error)>;
-
-/// The operation a rank waits in, named in reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
-    Send,
-    Recv,
-    Sendrecv,
-    RingStep,
-    Barrier,
-    Broadcast,
-    Allgather,
-    Allreduce,
-    Exchange,
-}
-
-impl Op {
-    const ALL: [Op; 9] = [
-        Op::Send,
-        Op::Recv,
-        Op::Sendrecv,
-        Op::RingStep,
-        Op::Barrier,
-        Op::Broadcast,
-        Op::Allgather,
-        Op::Allreduce,
-        Op::Exchange,
-    ];
-
-    fn code(self) -> u64 {
-        Op::ALL.iter().position(|o| *o == self).unwrap_or(0) as u64
-    }
-
-    fn from_code(c: u64) -> Option<Op> {
-        Op::ALL.get(usize::try_from(c).ok()?).copied()
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Op::Send => "a send",
-            Op::Recv => "a receive",
-            Op::Sendrecv => "a send-receive",
-            Op::RingStep => "a ring step",
-            Op::Barrier => "a barrier",
-            Op::Broadcast => "a broadcast",
-            Op::Allgather => "an allgather",
-            Op::Allreduce => "MPI_Allreduce",
-            Op::Exchange => "an exchange of segments",
-        })
-    }
-}
 
 /// What this rank is waiting in.
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,4 @@
-//! MPI communicator through rsmpi (feature `mpi`).
+//! MPI transport through rsmpi (feature `mpi`).
 //!
 //! Binaries initialise MPI exactly once, explicitly, with [`init`] (or wrap a
 //! [`Universe`] they initialised themselves with [`MpiComm::world`]); library
@@ -6,9 +6,13 @@
 //! launched process; started without `mpirun` the program is a one-rank world
 //! (MPI singleton).
 //!
-//! Every receive first probes the incoming message (`MPI_Improbe`) and checks
-//! its size: a mismatch is drained and reported as [`Error::Comm`] instead of
-//! the MPI truncation error that would abort the job.
+//! Each channel of [`Op`] is a duplicate of the communicator. A receive whose
+//! length the ranks have not agreed on
+//! ([`Exchange::recv_checked`](super::exchange::Exchange::recv_checked),
+//! used by every typed receive of [`Communicator`](super::Communicator))
+//! first probes the incoming message (`MPI_Improbe`) and checks its size: a
+//! mismatch is drained and reported as [`Error::Comm`] instead of the MPI
+//! truncation error that would abort the job.
 //!
 //! Every operation is started non-blocking and completed under the deadline
 //! of the communicator's [`Watch`] (see [`liveness`]): a peer that died,
@@ -18,7 +22,7 @@
 //!
 //! ```no_run
 //! use ringsgd::collectives::{Algorithm, Allreducer};
-//! use ringsgd::comm::Communicator;
+//! use ringsgd::comm::Transport;
 //!
 //! let comm = ringsgd::comm::mpi::init()?;
 //! let mut grad = vec![comm.rank() as f32; 1000];
@@ -29,22 +33,21 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
-use mpi::point_to_point::Message;
 use mpi::topology::{Color, SimpleCommunicator};
-use mpi::traits::{Communicator as _, CommunicatorCollectives, Destination, Root, Source};
+use mpi::traits::{Communicator as _, CommunicatorCollectives};
 use mpi::Threading;
 
+use super::communicator::agree_lengths;
 use super::watch::{LongestWaits, Watch};
-use super::{check_broadcast_headers, check_peer, length_mismatch, Communicator, ExchangeBody};
+use super::{check_peer, Channel, ExchangeBody, Op, Transport};
 use crate::error::{Error, Result};
 
 mod exchange;
 pub mod liveness;
 
+use liveness::Liveness;
 pub use liveness::PEER_TIMEOUT_EXIT_CODE;
-use liveness::{Liveness, Op};
 
 /// Initialises MPI and returns the world communicator.
 ///
@@ -73,22 +76,25 @@ pub fn init() -> Result<MpiComm> {
     Ok(comm)
 }
 
-/// A [`Communicator`] over an MPI communicator (the world or a
+/// A [`Transport`] over an MPI communicator (the world or a
 /// sub-communicator).
 ///
 /// Not `Send`: MPI is used from the thread that initialised it.
 pub struct MpiComm {
+    /// Point-to-point messages, and the native allreduce.
     comm: SimpleCommunicator,
-    /// Duplicate of `comm` for [`Communicator::exchange`]: its messages can
-    /// never match the others.
+    /// Duplicates of `comm`: the collectives written on top of the
+    /// transport, and the callers' exchanges (their messages can never
+    /// match the others').
+    ccomm: SimpleCommunicator,
     xcomm: SimpleCommunicator,
     rank: usize,
     size: usize,
     /// Deadlines, liveness checks, host names (its communicator is freed
     /// before MPI is finalised: fields drop in order).
     live: Liveness,
-    /// Two receive segments for the pipelined reduction steps, and the send
-    /// copy of the native allreduce (MPI_IN_PLACE is not exposed by rsmpi).
+    /// The send copy of the native allreduce (MPI_IN_PLACE is not exposed
+    /// by rsmpi).
     scratch: RefCell<Vec<f32>>,
     /// Keeps MPI initialised while any communicator made by [`init`] lives.
     /// Last: dropping it finalises MPI.
@@ -119,9 +125,11 @@ impl MpiComm {
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
         let live = Liveness::new(&comm);
+        let ccomm = comm.duplicate();
         let xcomm = comm.duplicate();
         MpiComm {
             comm,
+            ccomm,
             xcomm,
             rank,
             size,
@@ -184,128 +192,17 @@ impl MpiComm {
         Ok(peer as i32)
     }
 
-    /// Probes the next message from `src`; if its size is `buf.len()`
-    /// elements of `T`, returns the matched message for receiving into
-    /// `buf`; otherwise receives it into a throw-away buffer (so the sender
-    /// is not left hanging) and returns the error.
-    fn probe_checked<T: Equivalence>(
-        &self,
-        src: i32,
-        expected: usize,
-        what: &str,
-    ) -> Result<Message> {
-        let peer = Some(src as usize);
-        let (msg, status) = self.live.poll(Op::Recv, peer, || {
-            self.comm.process_at_rank(src).immediate_matched_probe()
-        });
-        let count = status.count(T::equivalent_datatype());
-        if usize::try_from(count).ok() == Some(expected) {
-            return Ok(msg);
+    /// The MPI communicator of a channel (see [`Op`]).
+    fn channel(&self, ch: Channel) -> &SimpleCommunicator {
+        match ch {
+            Channel::P2p => &self.comm,
+            Channel::Coll => &self.ccomm,
+            Channel::Exchange => &self.xcomm,
         }
-        let bytes = status.count(u8::equivalent_datatype()).max(0) as usize;
-        let mut sink = vec![0u8; bytes];
-        mpi::request::scope(|scope| {
-            let req = msg.immediate_matched_receive_into(scope, &mut sink[..]);
-            self.live.wait(Op::Recv, peer, req);
-        });
-        Err(self.comm_err(format!(
-            "{what}: expected {expected} {} from rank {src}, but the message holds {bytes} byte(s)",
-            std::any::type_name::<T>()
-        )))
-    }
-
-    fn recv_checked<T: Equivalence>(&self, src: i32, buf: &mut [T], what: &str) -> Result<()>
-    where
-        [T]: mpi::datatype::BufferMut,
-    {
-        let msg = self.probe_checked::<T>(src, buf.len(), what)?;
-        mpi::request::scope(|scope| {
-            let req = msg.immediate_matched_receive_into(scope, buf);
-            self.live.wait(Op::Recv, Some(src as usize), req);
-        });
-        Ok(())
-    }
-
-    fn send_any<T: Equivalence>(&self, dest: usize, data: &[T], what: &str) -> Result<()>
-    where
-        [T]: mpi::datatype::Buffer,
-    {
-        let dest = self.peer_rank(dest, what)?;
-        mpi_count(data.len(), what)?;
-        mpi::request::scope(|scope| {
-            let req = self.comm.process_at_rank(dest).immediate_send(scope, data);
-            self.live.wait(Op::Send, Some(dest as usize), req);
-        });
-        Ok(())
-    }
-
-    fn recv_any<T: Equivalence>(&self, src: usize, buf: &mut [T], what: &str) -> Result<()>
-    where
-        [T]: mpi::datatype::BufferMut,
-    {
-        let src = self.peer_rank(src, what)?;
-        self.recv_checked(src, buf, what)
-    }
-
-    /// `MPI_Sendrecv` with a checked receive: post the send, probe and
-    /// receive, then complete the send.
-    fn sendrecv_any<T: Equivalence>(
-        &self,
-        send: &[T],
-        dest: usize,
-        recv: &mut [T],
-        src: usize,
-        what: &str,
-    ) -> Result<()>
-    where
-        [T]: mpi::datatype::Buffer + mpi::datatype::BufferMut,
-    {
-        let dest = self.peer_rank(dest, what)?;
-        let src = self.peer_rank(src, what)?;
-        mpi_count(send.len(), what)?;
-        mpi::request::scope(|scope| {
-            let sreq = self.comm.process_at_rank(dest).immediate_send(scope, send);
-            let res = self.recv_checked(src, recv, what);
-            self.live.wait(Op::Sendrecv, Some(dest as usize), sreq);
-            res
-        })
-    }
-
-    /// `MPI_Iallgather` of `mine` into `all`, under the deadline.
-    fn allgather_u64(&self, mine: &[u64], all: &mut [u64]) {
-        mpi::request::scope(|scope| {
-            let req = self.comm.immediate_all_gather_into(scope, mine, all);
-            self.live.wait(Op::Allgather, None, req);
-        });
-    }
-
-    /// `MPI_Ibcast` of `buf` from `root`, under the deadline.
-    fn broadcast_into<T: Equivalence>(&self, root: usize, buf: &mut [T])
-    where
-        [T]: mpi::datatype::BufferMut,
-    {
-        mpi::request::scope(|scope| {
-            let req = self
-                .comm
-                .process_at_rank(root as i32)
-                .immediate_broadcast_into(scope, buf);
-            let peer = (root != self.rank).then_some(root);
-            self.live.wait(Op::Broadcast, peer, req);
-        });
-    }
-
-    /// Agrees on (length, root) with every rank before a broadcast.
-    fn broadcast_check(&self, op: &str, root: usize, len: usize) -> Result<()> {
-        let mine = [len as u64, root as u64];
-        let mut all = vec![0u64; 2 * self.size];
-        self.allgather_u64(&mine, &mut all);
-        check_broadcast_headers(self, op, root, &all)?;
-        mpi_count(len, op)?;
-        Ok(())
     }
 }
 
-impl Communicator for MpiComm {
+impl Transport for MpiComm {
     fn rank(&self) -> usize {
         self.rank
     }
@@ -314,79 +211,16 @@ impl Communicator for MpiComm {
         self.size
     }
 
-    fn send_f32(&self, dest: usize, data: &[f32]) -> Result<()> {
-        self.send_any(dest, data, "send_f32")
-    }
-
-    fn recv_f32(&self, src: usize, buf: &mut [f32]) -> Result<()> {
-        self.recv_any(src, buf, "recv_f32")
-    }
-
-    fn sendrecv_f32(&self, send: &[f32], dest: usize, recv: &mut [f32], src: usize) -> Result<()> {
-        self.sendrecv_any(send, dest, recv, src, "sendrecv_f32")
-    }
-
-    fn send_bytes(&self, dest: usize, data: &[u8]) -> Result<()> {
-        self.send_any(dest, data, "send_bytes")
-    }
-
-    fn recv_bytes(&self, src: usize, buf: &mut [u8]) -> Result<()> {
-        self.recv_any(src, buf, "recv_bytes")
-    }
-
-    fn sendrecv_bytes(&self, send: &[u8], dest: usize, recv: &mut [u8], src: usize) -> Result<()> {
-        self.sendrecv_any(send, dest, recv, src, "sendrecv_bytes")
-    }
-
-    fn barrier(&self) -> Result<()> {
-        self.live
-            .wait(Op::Barrier, None, self.comm.immediate_barrier());
-        Ok(())
-    }
-
-    fn broadcast_f32(&self, root: usize, buf: &mut [f32]) -> Result<()> {
-        self.broadcast_check("broadcast_f32", root, buf.len())?;
-        self.broadcast_into(root, buf);
-        Ok(())
-    }
-
-    fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<()> {
-        self.broadcast_check("broadcast_bytes", root, buf.len())?;
-        self.broadcast_into(root, buf);
-        Ok(())
-    }
-
-    /// `MPI_Allreduce(MPI_SUM)`, after an `MPI_Allgather` of the lengths.
+    /// `MPI_Allreduce(MPI_SUM)`, after the ranks agree on the length.
     /// rsmpi does not expose `MPI_IN_PLACE`, so `buf` is first copied into a
     /// reused scratch buffer that serves as the send buffer.
-    fn native_allreduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        mpi_count(buf.len(), "native allreduce")?;
-        let mine = [buf.len() as u64];
-        let mut lens = vec![0u64; self.size];
-        self.allgather_u64(&mine, &mut lens);
-        if let Some(e) = length_mismatch("native allreduce", &lens) {
-            return Err(e);
-        }
-        let mut scratch = self.scratch.try_borrow_mut().map_err(|_| {
-            self.comm_err("native_allreduce_sum_f32 called re-entrantly".to_string())
-        })?;
-        scratch.clear();
-        scratch.extend_from_slice(buf);
-        mpi::request::scope(|scope| {
-            let req = self.comm.immediate_all_reduce_into(
-                scope,
-                &scratch[..],
-                buf,
-                mpi::collective::SystemOperation::sum(),
-            );
-            self.live.wait(Op::Allreduce, None, req);
-        });
-        Ok(())
+    fn native_allreduce_sum_f32(&self, buf: &mut [f32]) -> Option<Result<()>> {
+        Some(self.mpi_allreduce(buf))
     }
 
-    fn exchange<'a>(&self, body: &mut ExchangeBody<'_, 'a>) -> Result<()> {
+    fn exchange<'a>(&self, op: Op, body: &mut ExchangeBody<'_, 'a>) -> Result<()> {
         mpi::request::scope(|scope| {
-            let mut x = exchange::MpiExchange::new(self, scope);
+            let mut x = exchange::MpiExchange::new(self, op, scope);
             let res = body(&mut x);
             let done = x.finish(res.is_err());
             res.and(done)
@@ -407,5 +241,27 @@ impl Communicator for MpiComm {
 
     fn host_name(&self, rank: usize) -> String {
         self.live.host(rank)
+    }
+}
+
+impl MpiComm {
+    fn mpi_allreduce(&self, buf: &mut [f32]) -> Result<()> {
+        mpi_count(buf.len(), "native allreduce")?;
+        agree_lengths(self, Op::Allreduce, "native allreduce", buf.len())?;
+        let mut scratch = self.scratch.try_borrow_mut().map_err(|_| {
+            self.comm_err("native_allreduce_sum_f32 called re-entrantly".to_string())
+        })?;
+        scratch.clear();
+        scratch.extend_from_slice(buf);
+        mpi::request::scope(|scope| {
+            let req = self.comm.immediate_all_reduce_into(
+                scope,
+                &scratch[..],
+                buf,
+                mpi::collective::SystemOperation::sum(),
+            );
+            self.live.wait(Op::Allreduce, None, req);
+        });
+        Ok(())
     }
 }
