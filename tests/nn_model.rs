@@ -52,10 +52,7 @@ fn builder_and_spec_agree() {
     let a = ModelBuilder::new([3, 16, 16])
         .conv(8, 5, 2, 2)
         .relu()
-        .layer(LayerSpec::MaxPool2d {
-            kernel: 3,
-            stride: 2,
-        })
+        .layer(LayerSpec::maxpool2d(3, 2))
         .flatten()
         .linear(4)
         .build(1)

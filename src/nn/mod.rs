@@ -13,19 +13,20 @@
 //! * A warm step allocates nothing: activations, gradients, im2col columns
 //!   and GEMM packing buffers are reused (they grow to the largest batch).
 
-mod conv;
-mod linear;
+mod layers;
 mod loss;
 mod model;
 mod op;
-mod pool;
+mod plan;
 mod scratch;
 pub mod spec;
 mod stack;
 mod trainable;
+mod workspace;
 
 pub use loss::{softmax_cross_entropy, BatchStats};
 pub use model::{GradSink, Model, ModelBuilder, OpProfile, TensorInfo};
+pub use plan::{ActivationShape, LayerPlan, MemoryPlan, ModelPlan, ModelSpec};
 pub use spec::LayerSpec;
 
 /// The reference network "PiNet" for CIFAR-10 (`[3, 32, 32]` in, 10 classes
