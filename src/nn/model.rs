@@ -7,7 +7,6 @@ use super::loss::{check_labels, softmax_xent, BatchStats};
 use super::op::Op;
 use super::plan::{ModelPlan, ModelSpec};
 use super::scratch::Slots;
-use super::spec::LayerSpec;
 use super::stack::{self, StackLayout};
 use super::workspace::Workspace;
 pub use crate::model::{GradSink, TensorInfo};
@@ -16,58 +15,6 @@ use crate::{Error, Result};
 use ndarray::{ArrayView2, ArrayView4};
 use rand::SeedableRng;
 use std::time::Instant;
-
-/// Builds a [`Model`] layer by layer (each layer kind adds its method:
-/// `conv`, `relu`, `maxpool`, `flatten`, `linear`).
-///
-/// ```
-/// use ringsgd::nn::ModelBuilder;
-/// let model = ModelBuilder::new([1, 8, 8])
-///     .conv(4, 3, 1, 1)
-///     .relu()
-///     .maxpool(2, 2)
-///     .flatten()
-///     .linear(3)
-///     .build(42)?;
-/// assert_eq!(model.spec(), "conv3x3(4,p1) relu maxpool2 flatten linear(3)");
-/// assert_eq!(model.num_params(), 4 * 9 + 4 + 64 * 3 + 3);
-/// # Ok::<(), ringsgd::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct ModelBuilder {
-    input_chw: [usize; 3],
-    layers: Vec<LayerSpec>,
-}
-
-impl ModelBuilder {
-    /// A builder for images of shape `[channels, height, width]`.
-    pub fn new(input_chw: [usize; 3]) -> Self {
-        ModelBuilder {
-            input_chw,
-            layers: Vec::new(),
-        }
-    }
-
-    /// Appends any layer.
-    pub fn layer(mut self, layer: LayerSpec) -> Self {
-        self.layers.push(layer);
-        self
-    }
-
-    /// Checks the shapes and builds the model with PyTorch's default
-    /// initialisation of `nn.Conv2d` and `nn.Linear`: weights and biases
-    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (`fan_in` = inputs x kernel
-    /// area), drawn in tensor order from `ChaCha8Rng::seed_from_u64(seed)`.
-    /// See [`Model::init_bound`].
-    pub fn build(self, seed: u64) -> Result<Model> {
-        self.into_spec().build(seed)
-    }
-
-    /// The architecture collected so far (to [`plan`](ModelSpec::plan) it).
-    pub fn into_spec(self) -> ModelSpec {
-        ModelSpec::new(self.input_chw, self.layers)
-    }
-}
 
 /// The whole-batch passes of an op after the stack (every such op has
 /// them: [`ModelSpec::plan`] refuses a spec where one does not).
@@ -160,7 +107,7 @@ pub struct OpProfile {
 impl Model {
     /// Parses `spec` (see [`spec`](super::spec)) and builds the model for
     /// inputs of shape `[channels, height, width]`; see
-    /// [`ModelBuilder::build`] for the initialisation.
+    /// [`ModelBuilder::build`](super::ModelBuilder::build) for the initialisation.
     pub fn from_spec(spec: &str, input_chw: [usize; 3], seed: u64) -> Result<Model> {
         ModelSpec::parse(spec, input_chw)?.build(seed)
     }
@@ -174,7 +121,7 @@ impl Model {
     /// Builds the planned model: checks that it can run
     /// ([`ModelPlan`] describes even absurd sizes) and draws the
     /// parameters, layer by layer in tensor order, from
-    /// `ChaCha8Rng::seed_from_u64(seed)` (see [`ModelBuilder::build`]).
+    /// `ChaCha8Rng::seed_from_u64(seed)` (see [`ModelBuilder::build`](super::ModelBuilder::build)).
     pub(crate) fn from_plan(plan: ModelPlan, seed: u64) -> Result<Model> {
         plan.check_buildable()?;
         let nparams = plan.num_params();
