@@ -5,8 +5,8 @@ use super::plan::ModelSpec;
 use super::spec::LayerSpec;
 use crate::Result;
 
-/// Builds a [`Model`] layer by layer (each layer kind adds its method:
-/// `conv`, `relu`, `maxpool`, `flatten`, `linear`).
+/// Builds a [`Model`] layer by layer: [`layer`](Self::layer) appends any
+/// [`LayerSpec`], and the common kinds have their own method.
 ///
 /// ```
 /// use ringsgd::nn::ModelBuilder;
@@ -42,13 +42,43 @@ impl ModelBuilder {
         self
     }
 
+    /// Appends a square `kernel x kernel` convolution.
+    pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Self {
+        self.layer(LayerSpec::conv2d(
+            out_channels,
+            [kernel, kernel],
+            stride,
+            padding,
+        ))
+    }
+
+    /// Appends a ReLU.
+    pub fn relu(self) -> Self {
+        self.layer(LayerSpec::relu())
+    }
+
+    /// Appends a max pooling layer.
+    pub fn maxpool(self, kernel: usize, stride: usize) -> Self {
+        self.layer(LayerSpec::maxpool2d(kernel, stride))
+    }
+
+    /// Appends a flatten.
+    pub fn flatten(self) -> Self {
+        self.layer(LayerSpec::flatten())
+    }
+
+    /// Appends a linear layer.
+    pub fn linear(self, out_features: usize) -> Self {
+        self.layer(LayerSpec::linear(out_features))
+    }
+
     /// Checks the shapes and builds the model with PyTorch's default
     /// initialisation of `nn.Conv2d` and `nn.Linear`: weights and biases
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (`fan_in` = inputs x kernel
     /// area), drawn in tensor order from `ChaCha8Rng::seed_from_u64(seed)`.
     /// See [`Model::init_bound`].
     pub fn build(self, seed: u64) -> Result<Model> {
-        self.into_spec().build(seed)
+        Model::from_plan(self.into_spec().plan()?, seed)
     }
 
     /// The architecture collected so far (to [`plan`](ModelSpec::plan) it).

@@ -35,10 +35,10 @@ mod trainable;
 mod workspace;
 
 pub use builder::ModelBuilder;
+pub use layers::{ActivationShape, LayerSpec};
 pub use loss::{softmax_cross_entropy, BatchStats};
 pub use model::{GradSink, Model, OpProfile, TensorInfo};
-pub use plan::{ActivationShape, LayerPlan, MemoryPlan, ModelPlan, ModelSpec};
-pub use spec::LayerSpec;
+pub use plan::{LayerPlan, MemoryPlan, ModelPlan, ModelSpec};
 
 /// The reference network "PiNet" for CIFAR-10 (`[3, 32, 32]` in, 10 classes
 /// out, 1,116,970 parameters, about 51 MFLOP per image forward).

@@ -109,7 +109,7 @@ impl Model {
     /// inputs of shape `[channels, height, width]`; see
     /// [`ModelBuilder::build`](super::ModelBuilder::build) for the initialisation.
     pub fn from_spec(spec: &str, input_chw: [usize; 3], seed: u64) -> Result<Model> {
-        ModelSpec::parse(spec, input_chw)?.build(seed)
+        Model::from_plan(ModelSpec::parse(spec, input_chw)?.plan()?, seed)
     }
 
     /// PiNet ([`PINET_SPEC`](super::PINET_SPEC)) for `[3, 32, 32]` inputs and
@@ -118,11 +118,22 @@ impl Model {
         Model::from_spec(super::PINET_SPEC, [3, 32, 32], seed)
     }
 
-    /// Builds the planned model: checks that it can run
-    /// ([`ModelPlan`] describes even absurd sizes) and draws the
-    /// parameters, layer by layer in tensor order, from
-    /// `ChaCha8Rng::seed_from_u64(seed)` (see [`ModelBuilder::build`](super::ModelBuilder::build)).
-    pub(crate) fn from_plan(plan: ModelPlan, seed: u64) -> Result<Model> {
+    /// Builds the planned model: checks that it can run (a [`ModelPlan`]
+    /// describes even absurd sizes: they are refused here, naming the
+    /// layer) and draws the parameters, layer by layer in tensor order,
+    /// from `ChaCha8Rng::seed_from_u64(seed)` (see
+    /// [`ModelBuilder::build`](super::ModelBuilder::build)). Plan first to
+    /// check sizes or memory, then build from the same plan:
+    ///
+    /// ```
+    /// use ringsgd::nn::{Model, ModelSpec};
+    /// let plan = ModelSpec::parse("conv3x3(8,p1) relu flatten linear(10)", [3, 8, 8])?.plan()?;
+    /// assert!(plan.memory(64, 2).total() < 64 << 20);
+    /// let model = Model::from_plan(plan, 1)?;
+    /// assert_eq!(model.num_params(), 8 * 27 + 8 + 512 * 10 + 10);
+    /// # Ok::<(), ringsgd::Error>(())
+    /// ```
+    pub fn from_plan(plan: ModelPlan, seed: u64) -> Result<Model> {
         plan.check_buildable()?;
         let nparams = plan.num_params();
         let mut params = vec![0f32; nparams];

@@ -1,7 +1,7 @@
 //! The shape walk: a model spec on an input shape, layer by layer, with
 //! each layer's output shape, parameters and FLOPs and the model's buffers
-//! for a batch, computed without allocating the model. [`Model`] builds
-//! from it, and a program can check sizes and memory with it before any
+//! for a batch, computed without allocating the model.
+//! [`Model::from_plan`](super::Model::from_plan) builds from it, and a program can check sizes and memory with it before any
 //! work (the `cifar10` example refuses a model too large for the node).
 //!
 //! ```
@@ -16,8 +16,8 @@
 //! # Ok::<(), ringsgd::Error>(())
 //! ```
 
+pub use super::layers::ActivationShape;
 use super::layers::Built;
-use super::model::Model;
 use super::op::Op;
 use super::spec::{format_spec, parse_spec, LayerSpec};
 use super::stack::StackLayout;
@@ -25,25 +25,6 @@ use super::workspace::Workspace;
 use crate::model::TensorInfo;
 use crate::{Error, Result};
 use std::fmt;
-
-/// Shape of one image's activation between two layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ActivationShape {
-    /// `[channels, height, width]`.
-    Chw([usize; 3]),
-    /// Flat features.
-    Flat(usize),
-}
-
-impl ActivationShape {
-    /// Floats per image (saturating).
-    pub fn size(self) -> usize {
-        match self {
-            ActivationShape::Chw([c, h, w]) => c.saturating_mul(h).saturating_mul(w),
-            ActivationShape::Flat(f) => f,
-        }
-    }
-}
 
 /// A model's architecture: its input shape and layers (what
 /// [`ModelBuilder`](super::ModelBuilder) collects and a spec string names).
@@ -76,8 +57,9 @@ impl ModelSpec {
 
     /// Walks the layers' shapes: errors name the first layer whose input
     /// does not fit it. Sizes saturate instead of overflowing, so an absurd
-    /// spec gives a plan with absurd figures (which [`Model`] refuses to
-    /// build) rather than an error.
+    /// spec gives a plan with absurd figures (which
+    /// [`Model::from_plan`](super::Model::from_plan) refuses to build)
+    /// rather than an error.
     pub fn plan(&self) -> Result<ModelPlan> {
         let input_chw = self.input_chw;
         if input_chw.contains(&0) {
@@ -107,8 +89,12 @@ impl ModelSpec {
                 fused,
             } = spec
                 .kind()
-                .build(shape, ops.last_mut())
+                .build(shape, ops.last_mut().map(|op| &mut *op.layer))
                 .map_err(|m| Error::shape(lname(), m))?;
+            if let (true, Some(op)) = (fused, ops.last_mut()) {
+                op.name.push('+');
+                op.name.push_str(&spec.to_string());
+            }
             shape = output;
             let (mut params, mut flops) = (0, 0);
             let in_an_op = fused || layer.is_some();
@@ -185,12 +171,6 @@ impl ModelSpec {
             num_classes,
         })
     }
-
-    /// Plans and builds the model (see [`ModelBuilder::build`](super::ModelBuilder::build)
-    /// for the initialisation).
-    pub fn build(&self, seed: u64) -> Result<Model> {
-        Model::from_plan(self.plan()?, seed)
-    }
 }
 
 impl fmt::Display for ModelSpec {
@@ -208,7 +188,7 @@ pub struct LayerPlan {
     /// Its output shape per image.
     pub output: ActivationShape,
     /// The executed op it is (part of), as named in
-    /// [`Model::last_profile`]: `conv2+relu` for a convolution and the
+    /// [`Model::last_profile`](super::Model::last_profile): `conv2+relu` for a convolution and the
     /// ReLU fused into it; `None` for a layer that moves no data (flatten).
     pub op: Option<String>,
     /// Its parameters.
@@ -218,7 +198,7 @@ pub struct LayerPlan {
 }
 
 /// The result of [`ModelSpec::plan`]: shapes, parameters and buffers of a
-/// model, and what [`Model`] is built from.
+/// model, and what [`Model::from_plan`](super::Model::from_plan) builds.
 #[derive(Debug)]
 pub struct ModelPlan {
     spec: ModelSpec,
@@ -260,7 +240,7 @@ impl ModelPlan {
             .fold(0u64, |a, op| a.saturating_add(op.layer.forward_flops()))
     }
 
-    /// The parameter tensors (see [`Model::tensors`]).
+    /// The parameter tensors (see [`Model::tensors`](super::Model::tensors)).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
@@ -303,7 +283,7 @@ impl ModelPlan {
     }
 }
 
-/// Bytes a [`Model`] holds (see [`ModelPlan::memory`]; saturating).
+/// Bytes a [`Model`](super::Model) holds (see [`ModelPlan::memory`]; saturating).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     /// Parameters and gradients (an optimiser adds its own state, e.g.

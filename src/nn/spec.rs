@@ -20,60 +20,9 @@
 //! `conv3x3(32,p1) relu conv3x3(32,p1) relu maxpool2 conv3x3(64,p1) relu
 //! conv3x3(64,p1) relu maxpool2 flatten linear(256) relu linear(10)`.
 
-use super::layers::{LayerKind, KINDS};
+pub use super::layers::LayerSpec;
+use super::layers::KINDS;
 use crate::{Error, Result};
-use std::fmt;
-use std::sync::Arc;
-
-/// One layer of a model, as written in a spec or given to the builder.
-///
-/// Made by [`parse_spec`] or by a constructor of its kind
-/// ([`conv2d`](Self::conv2d), [`relu`](Self::relu),
-/// [`maxpool2d`](Self::maxpool2d), [`flatten`](Self::flatten),
-/// [`linear`](Self::linear)); it prints as its canonical token, and two
-/// layers are equal when their tokens are.
-///
-/// ```
-/// use ringsgd::nn::LayerSpec;
-/// let l = LayerSpec::conv2d(8, [5, 3], 2, 2);
-/// assert_eq!(l.to_string(), "conv5x3(8,s2,p2)");
-/// assert_eq!(ringsgd::nn::spec::parse_spec("conv5x3(8,s2,p2)")?, [l]);
-/// # Ok::<(), ringsgd::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct LayerSpec(Arc<dyn LayerKind>);
-
-impl LayerSpec {
-    /// Wraps a kind's config (each kind's constructor calls this).
-    pub(crate) fn of(kind: impl LayerKind + 'static) -> LayerSpec {
-        LayerSpec(Arc::new(kind))
-    }
-
-    /// The kind's config.
-    pub(crate) fn kind(&self) -> &dyn LayerKind {
-        &*self.0
-    }
-}
-
-impl fmt::Display for LayerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for LayerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LayerSpec({self})")
-    }
-}
-
-impl PartialEq for LayerSpec {
-    fn eq(&self, other: &Self) -> bool {
-        self.to_string() == other.to_string()
-    }
-}
-
-impl Eq for LayerSpec {}
 
 /// The canonical spec string of a list of layers (what [`parse_spec`] reads).
 pub fn format_spec(layers: &[LayerSpec]) -> String {

@@ -1,10 +1,7 @@
 //! `[C, H, W]` to `[C*H*W]`, token `flatten`: only the shape changes (the
 //! data is already in that order), so it executes nothing.
 
-use super::{Built, Kind, LayerKind, Parsed};
-use crate::nn::op::Op;
-use crate::nn::plan::ActivationShape;
-use crate::nn::{LayerSpec, ModelBuilder};
+use super::{ActivationShape, Built, Kind, LayerKind, LayerSpec, Parsed, Prev};
 use std::fmt;
 
 pub(crate) const KIND: Kind = Kind {
@@ -16,13 +13,6 @@ impl LayerSpec {
     /// `[C, H, W]` to `[C*H*W]` (no data movement); token `flatten`.
     pub fn flatten() -> Self {
         LayerSpec::of(Flatten)
-    }
-}
-
-impl ModelBuilder {
-    /// Appends a flatten.
-    pub fn flatten(self) -> Self {
-        self.layer(LayerSpec::flatten())
     }
 }
 
@@ -44,7 +34,7 @@ impl fmt::Display for Flatten {
 }
 
 impl LayerKind for Flatten {
-    fn build(&self, input: ActivationShape, _prev: Option<&mut Op>) -> Result<Built, String> {
+    fn build(&self, input: ActivationShape, _prev: Prev<'_>) -> Result<Built, String> {
         Ok(Built {
             output: ActivationShape::Flat(input.size()),
             layer: None,

@@ -6,7 +6,8 @@
 //!
 //! * [`LayerKind`]: the layer as written in a spec (a [`LayerSpec`] holds
 //!   one). It prints its token and builds the executed layer for an input
-//!   shape, checking the shape rules.
+//!   shape, checking the shape rules; a layer that can be folded into the
+//!   one before it (a ReLU) does that instead.
 //! * [`Layer`]: the executed layer. It reports its sizes, tensors and
 //!   FLOPs, and runs either per image ([`PerImage`], inside the depth-first
 //!   stack of [`stack`](super::stack)) or on the whole batch ([`Batched`],
@@ -27,8 +28,9 @@
 //!      moves no data);
 //!    * a `pub(crate) const KIND: Kind` whose `parse` recognises the token
 //!      (return `None` for a name that is not this kind's);
-//!    * a public `LayerSpec` constructor, and a `ModelBuilder` method if
-//!      the kind is common;
+//!    * a public `LayerSpec` constructor (`ModelBuilder::layer` takes any
+//!      `LayerSpec`; only the common kinds have a builder method of their
+//!      own, in `nn/builder.rs`);
 //!    * the executed layer implementing [`Layer`], and [`PerImage`] (work
 //!      on each image on its own: it can run in the depth-first stack) or
 //!      [`Batched`] (work across the batch, like a GEMM over it) or both;
@@ -46,14 +48,12 @@ mod linear;
 mod maxpool;
 mod relu;
 
-use super::op::Op;
-use super::plan::ActivationShape;
 use super::scratch::{Scratch, ScratchSizes, Slots};
-use super::spec::LayerSpec;
 use crate::model::TensorInfo;
 use crate::parallel::ComputePool;
 use rand::RngExt;
 use std::fmt;
+use std::sync::Arc;
 
 /// The spec parsers, in the order they are tried (the registration of a
 /// kind: see the module docs).
@@ -64,6 +64,75 @@ pub(crate) const KINDS: &[Kind] = &[
     flatten::KIND,
     linear::KIND,
 ];
+
+/// One layer of a model, as written in a spec or given to the builder.
+///
+/// Made by [`parse_spec`] or by a constructor of its kind
+/// ([`conv2d`](Self::conv2d), [`relu`](Self::relu),
+/// [`maxpool2d`](Self::maxpool2d), [`flatten`](Self::flatten),
+/// [`linear`](Self::linear)); it prints as its canonical token, and two
+/// layers are equal when their tokens are.
+///
+/// ```
+/// use ringsgd::nn::LayerSpec;
+/// let l = LayerSpec::conv2d(8, [5, 3], 2, 2);
+/// assert_eq!(l.to_string(), "conv5x3(8,s2,p2)");
+/// assert_eq!(ringsgd::nn::spec::parse_spec("conv5x3(8,s2,p2)")?, [l]);
+/// # Ok::<(), ringsgd::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct LayerSpec(Arc<dyn LayerKind>);
+
+impl LayerSpec {
+    /// Wraps a kind's config (each kind's constructor calls this).
+    pub(crate) fn of(kind: impl LayerKind + 'static) -> LayerSpec {
+        LayerSpec(Arc::new(kind))
+    }
+
+    /// The kind's config.
+    pub(crate) fn kind(&self) -> &dyn LayerKind {
+        &*self.0
+    }
+}
+
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LayerSpec({self})")
+    }
+}
+
+impl PartialEq for LayerSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for LayerSpec {}
+
+/// Shape of one image's activation between two layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationShape {
+    /// `[channels, height, width]`.
+    Chw([usize; 3]),
+    /// Flat features.
+    Flat(usize),
+}
+
+impl ActivationShape {
+    /// Floats per image (saturating).
+    pub fn size(self) -> usize {
+        match self {
+            ActivationShape::Chw([c, h, w]) => c.saturating_mul(h).saturating_mul(w),
+            ActivationShape::Flat(f) => f,
+        }
+    }
+}
 
 /// What a kind's parser gives for a token: `None` when the name is not
 /// the kind's, else the layer or what is wrong with the token.
@@ -88,14 +157,17 @@ pub(crate) struct Built {
     pub fused: bool,
 }
 
+/// The executed layer before the one being built, if any.
+pub(crate) type Prev<'a> = Option<&'a mut (dyn Layer + 'static)>;
+
 /// A layer as written in a spec.
 pub(crate) trait LayerKind: fmt::Display + fmt::Debug + Send + Sync {
     /// Checks the shape rules for inputs of shape `input` and builds the
     /// layer; `prev` is the executed layer before it, if any (a ReLU fuses
-    /// into it). Sizes saturate rather than overflow (the plan of an absurd
+    /// into it: then the op's name gets `+` and this layer's token). Sizes saturate rather than overflow (the plan of an absurd
     /// spec gives absurd figures; [`Layer::check_limits`] refuses to build
     /// it). The error says what is wrong; the caller names the layer.
-    fn build(&self, input: ActivationShape, prev: Option<&mut Op>) -> Result<Built, String>;
+    fn build(&self, input: ActivationShape, prev: Prev<'_>) -> Result<Built, String>;
 }
 
 /// An executed layer. Sizes are floats per image.

@@ -4,12 +4,9 @@
 //! image in the stack, or on the whole batch after it.
 
 use super::{
-    BatchBackward, BatchForward, Batched, Built, ChunkBackward, ChunkForward, Kind, Layer,
-    LayerKind, Parsed, PerImage,
+    ActivationShape, BatchBackward, BatchForward, Batched, Built, ChunkBackward, ChunkForward,
+    Kind, Layer, LayerKind, LayerSpec, Parsed, PerImage, Prev,
 };
-use crate::nn::op::Op;
-use crate::nn::plan::ActivationShape;
-use crate::nn::{LayerSpec, ModelBuilder};
 use std::fmt;
 
 pub(crate) const KIND: Kind = Kind {
@@ -21,13 +18,6 @@ impl LayerSpec {
     /// Elementwise `max(x, 0)`; token `relu`.
     pub fn relu() -> Self {
         LayerSpec::of(ReluSpec)
-    }
-}
-
-impl ModelBuilder {
-    /// Appends a ReLU.
-    pub fn relu(self) -> Self {
-        self.layer(LayerSpec::relu())
     }
 }
 
@@ -49,10 +39,9 @@ impl fmt::Display for ReluSpec {
 }
 
 impl LayerKind for ReluSpec {
-    fn build(&self, input: ActivationShape, prev: Option<&mut Op>) -> Result<Built, String> {
-        if let Some(op) = prev {
-            if op.layer.fuse_relu() {
-                op.name.push_str("+relu");
+    fn build(&self, input: ActivationShape, prev: Prev<'_>) -> Result<Built, String> {
+        if let Some(prev) = prev {
+            if prev.fuse_relu() {
                 return Ok(Built {
                     output: input,
                     layer: None,

@@ -11,14 +11,11 @@
 pub(crate) mod kernel;
 
 use super::{
-    num, relu_mask, weight_and_bias, Built, ChunkBackward, ChunkForward, Kind, Layer, LayerKind,
-    Parsed, PerImage,
+    num, relu_mask, weight_and_bias, ActivationShape, Built, ChunkBackward, ChunkForward, Kind,
+    Layer, LayerKind, LayerSpec, Parsed, PerImage, Prev,
 };
 use crate::model::TensorInfo;
-use crate::nn::op::Op;
-use crate::nn::plan::ActivationShape;
 use crate::nn::scratch::ScratchSizes;
-use crate::nn::{LayerSpec, ModelBuilder};
 use crate::parallel::ComputePool;
 use kernel::ConvGeom;
 use std::fmt;
@@ -42,18 +39,6 @@ impl LayerSpec {
             stride,
             padding,
         })
-    }
-}
-
-impl ModelBuilder {
-    /// Appends a square `kernel x kernel` convolution.
-    pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Self {
-        self.layer(LayerSpec::conv2d(
-            out_channels,
-            [kernel, kernel],
-            stride,
-            padding,
-        ))
     }
 }
 
@@ -103,7 +88,7 @@ impl fmt::Display for Conv2d {
 }
 
 impl LayerKind for Conv2d {
-    fn build(&self, input: ActivationShape, _prev: Option<&mut Op>) -> Result<Built, String> {
+    fn build(&self, input: ActivationShape, _prev: Prev<'_>) -> Result<Built, String> {
         let ActivationShape::Chw([c, h, w]) = input else {
             return Err("conv needs a [C, H, W] input, got a flat one".into());
         };

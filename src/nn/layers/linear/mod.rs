@@ -5,13 +5,10 @@
 pub(crate) mod kernel;
 
 use super::{
-    num, relu_mask, weight_and_bias, BatchBackward, BatchForward, Batched, Built, Kind, Layer,
-    LayerKind, Parsed,
+    num, relu_mask, weight_and_bias, ActivationShape, BatchBackward, BatchForward, Batched, Built,
+    Kind, Layer, LayerKind, LayerSpec, Parsed, Prev,
 };
 use crate::model::TensorInfo;
-use crate::nn::op::Op;
-use crate::nn::plan::ActivationShape;
-use crate::nn::{LayerSpec, ModelBuilder};
 use std::fmt;
 
 pub(crate) const KIND: Kind = Kind {
@@ -24,13 +21,6 @@ impl LayerSpec {
     /// (its input must be flat); token `linear(OUT)`.
     pub fn linear(out_features: usize) -> Self {
         LayerSpec::of(Linear { out_features })
-    }
-}
-
-impl ModelBuilder {
-    /// Appends a linear layer.
-    pub fn linear(self, out_features: usize) -> Self {
-        self.layer(LayerSpec::linear(out_features))
     }
 }
 
@@ -54,7 +44,7 @@ impl fmt::Display for Linear {
 }
 
 impl LayerKind for Linear {
-    fn build(&self, input: ActivationShape, _prev: Option<&mut Op>) -> Result<Built, String> {
+    fn build(&self, input: ActivationShape, _prev: Prev<'_>) -> Result<Built, String> {
         let ActivationShape::Flat(fin) = input else {
             return Err("linear needs a flat input: add `flatten` before it".into());
         };

@@ -4,10 +4,10 @@
 
 pub(crate) mod kernel;
 
-use super::{num, Built, ChunkBackward, ChunkForward, Kind, Layer, LayerKind, Parsed, PerImage};
-use crate::nn::op::Op;
-use crate::nn::plan::ActivationShape;
-use crate::nn::{LayerSpec, ModelBuilder};
+use super::{
+    num, ActivationShape, Built, ChunkBackward, ChunkForward, Kind, Layer, LayerKind, LayerSpec,
+    Parsed, PerImage, Prev,
+};
 use kernel::PoolGeom;
 use std::fmt;
 
@@ -21,13 +21,6 @@ impl LayerSpec {
     /// `maxpool{K}[(sS)]` (the stride is left out when it is `K`).
     pub fn maxpool2d(kernel: usize, stride: usize) -> Self {
         LayerSpec::of(MaxPool2d { kernel, stride })
-    }
-}
-
-impl ModelBuilder {
-    /// Appends a max pooling layer.
-    pub fn maxpool(self, kernel: usize, stride: usize) -> Self {
-        self.layer(LayerSpec::maxpool2d(kernel, stride))
     }
 }
 
@@ -65,7 +58,7 @@ impl fmt::Display for MaxPool2d {
 }
 
 impl LayerKind for MaxPool2d {
-    fn build(&self, input: ActivationShape, _prev: Option<&mut Op>) -> Result<Built, String> {
+    fn build(&self, input: ActivationShape, _prev: Prev<'_>) -> Result<Built, String> {
         let ActivationShape::Chw([c, h, w]) = input else {
             return Err("maxpool needs a [C, H, W] input, got a flat one".into());
         };
