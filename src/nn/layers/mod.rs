@@ -67,7 +67,7 @@ pub(crate) const KINDS: &[Kind] = &[
 
 /// One layer of a model, as written in a spec or given to the builder.
 ///
-/// Made by [`parse_spec`] or by a constructor of its kind
+/// Made by [`parse_spec`](super::spec::parse_spec) or by a constructor of its kind
 /// ([`conv2d`](Self::conv2d), [`relu`](Self::relu),
 /// [`maxpool2d`](Self::maxpool2d), [`flatten`](Self::flatten),
 /// [`linear`](Self::linear)); it prints as its canonical token, and two
