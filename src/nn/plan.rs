@@ -292,7 +292,9 @@ pub struct MemoryPlan {
     /// The convolutions' per-chunk weight-gradient partials.
     pub partials: usize,
     /// Activations kept for backward, max-pooling indices, the gradient
-    /// buffers of backward and the linear layers' temporaries.
+    /// buffers of backward and the linear layers' temporaries (not the
+    /// optional input gradient of [`Model::set_input_grad`](super::Model::set_input_grad),
+    /// nor the copy of an input array that is not contiguous).
     pub activations: usize,
     /// Per-thread scratch (im2col columns, padded images, packed weights,
     /// chunk gradients), all threads; the GEMM's packing buffers (fixed,

@@ -45,15 +45,6 @@ impl ConvGeom {
     pub fn in_size(&self) -> usize {
         self.cin * self.h * self.w
     }
-    /// Column matrix floats per image (0 when the input is used directly).
-    #[cfg(test)]
-    pub fn col_size(&self) -> usize {
-        if self.is_pointwise() {
-            0
-        } else {
-            self.k() * self.p()
-        }
-    }
     /// 1x1, stride 1, no padding: the input already is the column matrix.
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -837,7 +828,7 @@ mod speed {
             let w = vec![0.1f32; cout * g.k()];
             let b = vec![0.0f32; cout];
             let mut y = vec![0f32; cout * g.p()];
-            let mut col = vec![0f32; g.col_size()];
+            let mut col = vec![0f32; g.k() * g.p()];
             let mut sc = Scratch::default();
             let sz = g.scratch(1);
             sc.col.resize(sz.col, 0.0);
