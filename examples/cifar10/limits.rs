@@ -186,6 +186,9 @@ pub fn estimate(args: &Args, spec: &str, per_rank_batch: u128, cores: usize) -> 
     let weights = (mem.params as u128)
         .saturating_add(params.saturating_mul(4))
         .saturating_add(mem.partials as u128);
+    // The model's exact buffers for the batch. On PiNet they grow by 234 MB
+    // from a per-rank batch of 128 to one of 512 (2 cores), where peak RSS
+    // was measured to grow by 222 MiB (233 MB).
     let activations = (mem.activations as u128).saturating_add(mem.scratch as u128);
     Some(Estimate {
         data,
