@@ -17,7 +17,7 @@
 //! ```
 
 pub use super::layers::ActivationShape;
-use super::layers::Built;
+use super::layers::{Built, Layer};
 use super::op::Op;
 use super::spec::{format_spec, parse_spec, LayerSpec};
 use super::stack::StackLayout;
@@ -78,7 +78,7 @@ impl ModelSpec {
         let mut layers = Vec::new();
         let mut op_of = Vec::new();
         let mut nparams = 0usize;
-        let mut stems: Vec<(&str, usize)> = Vec::new();
+        let mut stems = Vec::new();
         let mut in_stack = true;
         for (li, spec) in self.layers.iter().enumerate() {
             let lname = || format!("layer {} ({spec})", li + 1);
@@ -103,25 +103,11 @@ impl ModelSpec {
                 if !in_stack && layer.batched().is_none() {
                     return Err(Error::shape(
                         lname(),
-                        "works per image and cannot follow a layer that works across the batch",
+                        "has no whole-batch passes, so it cannot follow a layer that works \
+                         across the batch",
                     ));
                 }
-                let stem = layer.stem();
-                let nth = match stems.iter_mut().find(|(s, _)| *s == stem) {
-                    Some((_, n)) => {
-                        *n += 1;
-                        *n
-                    }
-                    None => {
-                        stems.push((stem, 1));
-                        1
-                    }
-                };
-                let name = if layer.numbered() {
-                    format!("{stem}{nth}")
-                } else {
-                    stem.to_string()
-                };
+                let name = op_name(&mut stems, &*layer);
                 let ts = layer.tensors(&name, nparams);
                 params = ts.iter().fold(0usize, |a, t| a.saturating_add(t.len));
                 flops = layer.forward_flops();
@@ -170,6 +156,27 @@ impl ModelSpec {
             num_params: nparams,
             num_classes,
         })
+    }
+}
+
+/// The op's name: its stem numbered among the ops of that stem so far
+/// (`conv2`), or the stem alone for a layer that is not numbered (`relu`).
+fn op_name(stems: &mut Vec<(&'static str, usize)>, layer: &dyn Layer) -> String {
+    let stem = layer.stem();
+    let nth = match stems.iter_mut().find(|(s, _)| *s == stem) {
+        Some((_, n)) => {
+            *n += 1;
+            *n
+        }
+        None => {
+            stems.push((stem, 1));
+            1
+        }
+    };
+    if layer.numbered() {
+        format!("{stem}{nth}")
+    } else {
+        stem.to_string()
     }
 }
 
