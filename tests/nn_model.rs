@@ -4,7 +4,7 @@
 use ndarray::Array4;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringsgd::nn::{LayerSpec, Model, ModelBuilder, PINET_SPEC};
+use ringsgd::nn::{ActivationShape, LayerSpec, Model, ModelBuilder, ModelSpec, PINET_SPEC};
 use ringsgd::optim::{LrSchedule, Sgd, SgdConfig};
 use ringsgd::parallel::ComputePool;
 
@@ -52,10 +52,7 @@ fn builder_and_spec_agree() {
     let a = ModelBuilder::new([3, 16, 16])
         .conv(8, 5, 2, 2)
         .relu()
-        .layer(LayerSpec::MaxPool2d {
-            kernel: 3,
-            stride: 2,
-        })
+        .layer(LayerSpec::maxpool2d(3, 2))
         .flatten()
         .linear(4)
         .build(1)
@@ -199,4 +196,91 @@ fn pinet_init_is_pytorch_default_per_layer() {
     // Seeded: the same seed gives the same weights, another seed others.
     assert_eq!(Model::pinet(0).unwrap().params(), m.params());
     assert_ne!(Model::pinet(1).unwrap().params(), m.params());
+}
+
+/// The plan is the model's own shape walk: the same parameters, tensors
+/// and FLOPs, one entry per spec layer with its output shape and the op it
+/// became, and the buffer sizes a batch needs.
+#[test]
+fn plan_walks_the_shapes_the_model_is_built_with() {
+    let spec = "conv3x3(4,p1) relu maxpool2 flatten linear(3)";
+    let plan = ModelSpec::parse(spec, [1, 8, 8]).unwrap().plan().unwrap();
+    let model = Model::from_spec(spec, [1, 8, 8], 0).unwrap();
+    assert_eq!(plan.num_params(), model.num_params());
+    assert_eq!(plan.tensors(), model.tensors());
+    assert_eq!(plan.forward_flops(), model.forward_flops());
+    assert_eq!(plan.num_classes(), 3);
+    assert_eq!(plan.spec().to_string(), model.spec());
+    let got: Vec<(String, ActivationShape, Option<&str>, usize, u64)> = plan
+        .layers()
+        .iter()
+        .map(|l| {
+            let op = l.op.as_deref();
+            (l.layer.to_string(), l.output, op, l.params, l.forward_flops)
+        })
+        .collect();
+    let chw = ActivationShape::Chw;
+    assert_eq!(
+        got,
+        [
+            (
+                "conv3x3(4,p1)".into(),
+                chw([4, 8, 8]),
+                Some("conv1+relu"),
+                40,
+                2 * 4 * 9 * 64
+            ),
+            ("relu".into(), chw([4, 8, 8]), Some("conv1+relu"), 0, 0),
+            ("maxpool2".into(), chw([4, 4, 4]), Some("maxpool1"), 0, 0),
+            ("flatten".into(), ActivationShape::Flat(64), None, 0, 0),
+            (
+                "linear(3)".into(),
+                ActivationShape::Flat(3),
+                Some("fc1"),
+                195,
+                2 * 64 * 3
+            ),
+        ]
+    );
+    let names: Vec<String> = model.last_profile().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["conv1+relu", "maxpool1", "fc1"]);
+    // Batch 32: 16 chunks of 2 images. Per image the stack keeps conv1's
+    // 256 outputs and maxpool1's 64 argmaxes; maxpool1's 64 and fc1's 3
+    // outputs are contiguous; two gradient buffers and the linear layer's
+    // temporary of 64 floats per image; 16 chunks x 40 conv partials.
+    let m = plan.memory(32, 2);
+    assert_eq!(m.params, 2 * 235 * 4);
+    assert_eq!(m.partials, 16 * 40 * 4);
+    assert_eq!(m.activations, 32 * (256 + 64 + 64 + 3 + 2 * 64 + 64) * 4);
+    assert!(m.scratch > 0 && plan.memory(32, 4).scratch == 2 * m.scratch);
+    assert_eq!(m.total(), m.params + m.partials + m.activations + m.scratch);
+}
+
+/// Sizes past any memory plan with saturated figures (what a memory check
+/// refuses) and do not build; shape errors name the layer.
+#[test]
+fn absurd_specs_plan_without_overflow_and_do_not_build() {
+    let huge = "conv3x3(18446744073709551615,p18446744073709551615) flatten linear(9)";
+    let plan = ModelSpec::parse(huge, [3, 32, 32]).unwrap().plan().unwrap();
+    assert_eq!(plan.num_params(), usize::MAX);
+    assert_eq!(plan.memory(1 << 40, 4).total(), usize::MAX);
+    let e = Model::from_spec(huge, [3, 32, 32], 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("do not fit"), "{e}");
+    let e = Model::from_spec("conv3x3(2,p100000) flatten linear(2)", [1, 4, 4], 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer 1") && e.contains("32-bit"), "{e}");
+    let e = ModelSpec::new(
+        [1, 4, 4],
+        vec![LayerSpec::flatten(), LayerSpec::maxpool2d(2, 2)],
+    )
+    .plan()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("layer 2 (maxpool2)") && e.contains("flat"),
+        "{e}"
+    );
 }

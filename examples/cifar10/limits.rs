@@ -20,10 +20,12 @@
 //! * the memory the data and the model will take on this node, estimated
 //!   from `--synthetic` (or CIFAR-10's 60,000 records) and from the model
 //!   spec and the per-rank batch, must not exceed 90% of what /proc/meminfo
-//!   calls `MemAvailable`.
+//!   calls `MemAvailable`. The model's share is the library's own plan of
+//!   its buffers ([`ModelPlan::memory`](ringsgd::nn::ModelPlan::memory),
+//!   from the shape walk the model is built with), plus momentum.
 
 use ringsgd::collectives::Algorithm;
-use ringsgd::nn::spec::{parse_spec, LayerSpec};
+use ringsgd::nn::ModelSpec;
 use ringsgd::{Error, Result};
 
 use crate::cli::Args;
@@ -181,85 +183,18 @@ pub struct Estimate {
     /// Parameters, gradients, momentum and the convolutions' per-chunk
     /// gradient partials, per rank.
     pub weights: u128,
-    /// Activations and their gradients for one per-rank batch, per rank.
+    /// Activations, their gradients and the compute threads' scratch for
+    /// one per-rank batch, per rank.
     pub activations: u128,
     /// Parameters of the model.
     pub params: u128,
 }
 
-/// Per-image floats of every layer's output and the parameters of `spec`
-/// on `[c, h, w]` inputs (`None` when the shapes do not work out: the
-/// model builder reports that, with the layer).
-fn model_sizes(spec: &str, [c, h, w]: [u128; 3]) -> Option<(u128, u128, u128)> {
-    let layers = parse_spec(spec).ok()?;
-    // (channels, height, width) or flat features.
-    let (mut shape, mut flat) = ((c, h, w), None::<u128>);
-    let (mut params, mut conv_params, mut acts) = (0u128, 0u128, c * h * w);
-    for l in &layers {
-        match *l {
-            LayerSpec::Conv2d {
-                out_channels,
-                kernel: [kh, kw],
-                stride,
-                padding,
-            } => {
-                let (ci, hi, wi) = shape;
-                let (o, kh, kw, s, p) = (
-                    out_channels as u128,
-                    kh as u128,
-                    kw as u128,
-                    stride as u128,
-                    padding as u128,
-                );
-                if flat.is_some() || s == 0 || hi + 2 * p < kh || wi + 2 * p < kw {
-                    return None;
-                }
-                let n = o
-                    .saturating_mul(ci)
-                    .saturating_mul(kh * kw)
-                    .saturating_add(o);
-                params = params.saturating_add(n);
-                conv_params = conv_params.saturating_add(n);
-                shape = (o, (hi + 2 * p - kh) / s + 1, (wi + 2 * p - kw) / s + 1);
-                acts = acts.saturating_add(shape.0.saturating_mul(shape.1.saturating_mul(shape.2)));
-            }
-            LayerSpec::MaxPool2d { kernel, stride } => {
-                let (ci, hi, wi) = shape;
-                let (k, s) = (kernel as u128, stride as u128);
-                if flat.is_some() || s == 0 || k == 0 || k > hi || k > wi {
-                    return None;
-                }
-                shape = (ci, (hi - k) / s + 1, (wi - k) / s + 1);
-                // Output and argmax.
-                acts = acts.saturating_add(
-                    shape
-                        .0
-                        .saturating_mul(shape.1.saturating_mul(shape.2))
-                        .saturating_mul(2),
-                );
-            }
-            LayerSpec::Relu => {}
-            LayerSpec::Flatten => {
-                flat = Some(shape.0.saturating_mul(shape.1.saturating_mul(shape.2)))
-            }
-            LayerSpec::Linear { out_features } => {
-                let fin = flat?;
-                let o = out_features as u128;
-                params = params.saturating_add(o.saturating_mul(fin).saturating_add(o));
-                flat = Some(o);
-                acts = acts.saturating_add(o);
-            }
-        }
-    }
-    // Logits must be flat; otherwise the builder explains.
-    flat?;
-    Some((params, conv_params, acts))
-}
-
 /// The memory estimate for `args` (model `spec`, `per_rank_batch` images
-/// per rank). `None` when the spec does not parse or its shapes do not
-/// work out (building the model reports that).
-pub fn estimate(args: &Args, spec: &str, per_rank_batch: u128) -> Option<Estimate> {
+/// per rank, `cores` compute threads per rank). `None` when the spec does
+/// not parse or its shapes do not work out (building the model reports
+/// that).
+pub fn estimate(args: &Args, spec: &str, per_rank_batch: u128, cores: usize) -> Option<Estimate> {
     let data = match args.synthetic {
         Some(n) => {
             let n = n as u128;
@@ -271,21 +206,20 @@ pub fn estimate(args: &Args, spec: &str, per_rank_batch: u128) -> Option<Estimat
         ringsgd::data::CHANNELS,
         ringsgd::data::HEIGHT,
         ringsgd::data::WIDTH,
-    ]
-    .map(|d| d as u128);
-    let (params, conv_params, acts) = model_sizes(spec, chw)?;
-    // Parameters, gradients and momentum; up to 16 chunks' partials of the
-    // convolutions' weight gradients.
-    // Saturating: an absurd spec gives an absurd figure, never an overflow.
-    let weights = params
-        .saturating_mul(3)
-        .saturating_add(conv_params.saturating_mul(16))
-        .saturating_mul(4);
-    // Every activation is kept for the backward pass, which adds gradient
-    // buffers (ping-pong, not one per layer). Measured on PiNet: peak RSS
-    // grows by 222 MiB from a per-rank batch of 128 to one of 512, 1.2
-    // floats per activation; 1.25 is used.
-    let activations = acts.saturating_mul(per_rank_batch.max(1)).saturating_mul(5);
+    ];
+    let plan = ModelSpec::parse(spec, chw).ok()?.plan().ok()?;
+    let batch = usize::try_from(per_rank_batch).unwrap_or(usize::MAX);
+    let mem = plan.memory(batch, cores);
+    let params = plan.num_params() as u128;
+    // The plan's figures saturate: an absurd spec gives an absurd figure,
+    // never an overflow. Momentum is one more parameter-sized buffer.
+    let weights = (mem.params as u128)
+        .saturating_add(params.saturating_mul(4))
+        .saturating_add(mem.partials as u128);
+    // The model's exact buffers for the batch. On PiNet they grow by 234 MB
+    // from a per-rank batch of 128 to one of 512 (2 cores), where peak RSS
+    // was measured to grow by 222 MiB (233 MB).
+    let activations = (mem.activations as u128).saturating_add(mem.scratch as u128);
     Some(Estimate {
         data,
         weights,
@@ -415,7 +349,8 @@ pub fn check_node_memory(args: &Args) -> Result<()> {
     };
     let ranks = ranks_in_job(args);
     let per_rank_batch = args.global_batch as u128 / ranks;
-    let Some(est) = estimate(args, spec, per_rank_batch) else {
+    let cores = args.cores.unwrap_or_else(online_cpus);
+    let Some(est) = estimate(args, spec, per_rank_batch, cores) else {
         return Ok(());
     };
     let Some(available) = mem_available() else {

@@ -2,136 +2,29 @@
 //! flat gradient buffer, with the workspaces that make a warm training step
 //! allocation-free.
 
-use super::conv::ConvGeom;
-use super::linear;
+use super::layers::{init_bound, BatchBackward, BatchForward, Batched};
 use super::loss::{check_labels, softmax_xent, BatchStats};
-use super::op::{relu_mask, Op, OpKind};
-use super::pool::PoolGeom;
-use super::scratch::{ScratchSizes, Slots};
-use super::spec::{format_spec, parse_spec, LayerSpec};
-use super::stack::{self, chunk_images, StackLayout};
+use super::op::Op;
+use super::plan::{ModelPlan, ModelSpec};
+use super::scratch::Slots;
+use super::stack::{self, StackLayout};
+use super::workspace::Workspace;
 pub use crate::model::{GradSink, TensorInfo};
 use crate::parallel::ComputePool;
 use crate::{Error, Result};
 use ndarray::{ArrayView2, ArrayView4};
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use std::time::Instant;
 
-/// The tensors of layer `layer` (`conv1`, `fc2`, ...) placed at `offset`:
-/// `{layer}.weight` of `weight_shape` (outputs first, as in PyTorch), then
-/// `{layer}.bias`, one per output.
-fn weight_and_bias(layer: &str, weight_shape: Vec<usize>, offset: usize) -> [TensorInfo; 2] {
-    let outputs = weight_shape[0];
-    let len = weight_shape.iter().product();
-    [
-        TensorInfo {
-            name: format!("{layer}.weight"),
-            shape: weight_shape,
-            offset,
-            len,
-        },
-        TensorInfo {
-            name: format!("{layer}.bias"),
-            shape: vec![outputs],
-            offset: offset + len,
-            len: outputs,
-        },
-    ]
+/// The whole-batch passes of an op after the stack (every such op has
+/// them: [`ModelSpec::plan`] refuses a spec where one does not).
+fn batched(op: &Op) -> &dyn Batched {
+    op.layer
+        .batched()
+        .expect("the plan checked that every op after the stack is batched")
 }
 
-/// Shape of an activation: `[C, H, W]` per image, or flat features.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
-    Chw(usize, usize, usize),
-    Flat(usize),
-}
-
-impl Shape {
-    fn size(self) -> usize {
-        match self {
-            Shape::Chw(c, h, w) => c * h * w,
-            Shape::Flat(f) => f,
-        }
-    }
-}
-
-/// Builds a [`Model`] layer by layer.
-///
-/// ```
-/// use ringsgd::nn::ModelBuilder;
-/// let model = ModelBuilder::new([1, 8, 8])
-///     .conv(4, 3, 1, 1)
-///     .relu()
-///     .maxpool(2, 2)
-///     .flatten()
-///     .linear(3)
-///     .build(42)?;
-/// assert_eq!(model.spec(), "conv3x3(4,p1) relu maxpool2 flatten linear(3)");
-/// assert_eq!(model.num_params(), 4 * 9 + 4 + 64 * 3 + 3);
-/// # Ok::<(), ringsgd::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct ModelBuilder {
-    input_chw: [usize; 3],
-    layers: Vec<LayerSpec>,
-}
-
-impl ModelBuilder {
-    /// A builder for images of shape `[channels, height, width]`.
-    pub fn new(input_chw: [usize; 3]) -> Self {
-        ModelBuilder {
-            input_chw,
-            layers: Vec::new(),
-        }
-    }
-
-    /// Appends any layer.
-    pub fn layer(mut self, layer: LayerSpec) -> Self {
-        self.layers.push(layer);
-        self
-    }
-
-    /// Appends a square `kernel x kernel` convolution.
-    pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Self {
-        self.layer(LayerSpec::Conv2d {
-            out_channels,
-            kernel: [kernel, kernel],
-            stride,
-            padding,
-        })
-    }
-
-    /// Appends a ReLU.
-    pub fn relu(self) -> Self {
-        self.layer(LayerSpec::Relu)
-    }
-
-    /// Appends a max pooling layer.
-    pub fn maxpool(self, kernel: usize, stride: usize) -> Self {
-        self.layer(LayerSpec::MaxPool2d { kernel, stride })
-    }
-
-    /// Appends a flatten.
-    pub fn flatten(self) -> Self {
-        self.layer(LayerSpec::Flatten)
-    }
-
-    /// Appends a linear layer.
-    pub fn linear(self, out_features: usize) -> Self {
-        self.layer(LayerSpec::Linear { out_features })
-    }
-
-    /// Checks the shapes and builds the model with PyTorch's default
-    /// initialisation of `nn.Conv2d` and `nn.Linear`: weights and biases
-    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (`fan_in` = inputs x kernel
-    /// area), drawn in tensor order from `ChaCha8Rng::seed_from_u64(seed)`.
-    /// See [`Model::init_bound`].
-    pub fn build(self, seed: u64) -> Result<Model> {
-        Model::new(self.input_chw, self.layers, seed)
-    }
-}
-
-/// Buffers sized for a batch; they only grow.
+/// Buffers sized for a batch; they only grow (see [`Workspace`]).
 #[derive(Debug, Default)]
 struct Buffers {
     batch: usize,
@@ -211,45 +104,12 @@ pub struct OpProfile {
     pub backward_flops: u64,
 }
 
-fn op_flops(op: &Op) -> u64 {
-    match op.kind {
-        OpKind::Conv(g) => 2 * (g.cout * g.k() * g.p()) as u64,
-        OpKind::Linear { fin, fout } => 2 * (fin * fout) as u64,
-        _ => 0,
-    }
-}
-
-/// Draws the initial parameters: for each layer, in tensor order, its
-/// weight and then its bias from `U(-b, b)` with `b = 1/sqrt(fan_in)`.
-///
-/// This is PyTorch's default (`kaiming_uniform_(a=sqrt(5))` for the weight,
-/// the same bound for the bias), the initialisation the reference recipe
-/// (lr 0.05 x batch / 128, momentum 0.9, no warm-up) is tuned for. He
-/// uniform, `sqrt(6)` times wider and with zero biases, makes PiNet's
-/// initial logits ~50x larger (rms 2.2 against 0.04 on a CIFAR-10 batch)
-/// and its first gradient larger than the weights of the linear layers;
-/// with that recipe the first steps killed almost every ReLU and the
-/// network never recovered (see the README, "Initialisation").
-fn init_params(tensors: &[TensorInfo], nparams: usize, seed: u64) -> Vec<f32> {
-    let mut params = vec![0f32; nparams];
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for pair in tensors.chunks_exact(2) {
-        let bound = Model::init_bound(&pair[0].shape);
-        for t in pair {
-            for p in &mut params[t.offset..t.offset + t.len] {
-                *p = rng.random_range(-bound..bound);
-            }
-        }
-    }
-    params
-}
-
 impl Model {
     /// Parses `spec` (see [`spec`](super::spec)) and builds the model for
     /// inputs of shape `[channels, height, width]`; see
-    /// [`ModelBuilder::build`] for the initialisation.
+    /// [`ModelBuilder::build`](super::ModelBuilder::build) for the initialisation.
     pub fn from_spec(spec: &str, input_chw: [usize; 3], seed: u64) -> Result<Model> {
-        Model::new(input_chw, parse_spec(spec)?, seed)
+        Model::from_plan(ModelSpec::parse(spec, input_chw)?.plan()?, seed)
     }
 
     /// PiNet ([`PINET_SPEC`](super::PINET_SPEC)) for `[3, 32, 32]` inputs and
@@ -258,200 +118,46 @@ impl Model {
         Model::from_spec(super::PINET_SPEC, [3, 32, 32], seed)
     }
 
-    fn new(input_chw: [usize; 3], layers: Vec<LayerSpec>, seed: u64) -> Result<Model> {
-        if input_chw.contains(&0) {
-            return Err(Error::shape(
-                "input",
-                format!("input shape {input_chw:?} has a zero dimension"),
-            ));
+    /// Builds the planned model: checks that it can run (a [`ModelPlan`]
+    /// describes even absurd sizes: they are refused here, naming the
+    /// layer) and draws the parameters, layer by layer in tensor order,
+    /// from `ChaCha8Rng::seed_from_u64(seed)` (see
+    /// [`ModelBuilder::build`](super::ModelBuilder::build)). Plan first to
+    /// check sizes or memory, then build from the same plan:
+    ///
+    /// ```
+    /// use ringsgd::nn::{Model, ModelSpec};
+    /// let plan = ModelSpec::parse("conv3x3(8,p1) relu flatten linear(10)", [3, 8, 8])?.plan()?;
+    /// assert!(plan.memory(64, 2).total() < 64 << 20);
+    /// let model = Model::from_plan(plan, 1)?;
+    /// assert_eq!(model.num_params(), 8 * 27 + 8 + 512 * 10 + 10);
+    /// # Ok::<(), ringsgd::Error>(())
+    /// ```
+    pub fn from_plan(plan: ModelPlan, seed: u64) -> Result<Model> {
+        plan.check_buildable()?;
+        let nparams = plan.num_params();
+        let mut params = vec![0f32; nparams];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let tensors = &plan.tensors;
+        let mut t0 = 0;
+        for op in &plan.ops {
+            let end = op.poff + op.plen;
+            let n = tensors[t0..].iter().take_while(|t| t.offset < end).count();
+            op.layer.init(&tensors[t0..t0 + n], &mut params, &mut rng);
+            t0 += n;
         }
-        if layers.is_empty() {
-            return Err(Error::invalid("a model needs at least one layer"));
-        }
-        let mut shape = Shape::Chw(input_chw[0], input_chw[1], input_chw[2]);
-        let mut ops: Vec<Op> = Vec::new();
-        let mut tensors = Vec::new();
-        let mut nparams = 0;
-        let (mut nconv, mut nfc, mut npool) = (0, 0, 0);
-        for (li, layer) in layers.iter().enumerate() {
-            let lname = format!("layer {} ({layer})", li + 1);
-            let in_size = shape.size();
-            match *layer {
-                LayerSpec::Conv2d {
-                    out_channels,
-                    kernel: [kh, kw],
-                    stride,
-                    padding,
-                } => {
-                    let Shape::Chw(c, h, w) = shape else {
-                        return Err(Error::shape(
-                            lname,
-                            "conv needs a [C, H, W] input, got a flat one",
-                        ));
-                    };
-                    if out_channels == 0 || kh == 0 || kw == 0 || stride == 0 {
-                        return Err(Error::shape(
-                            lname,
-                            "channels, kernel and stride must be >= 1",
-                        ));
-                    }
-                    if h + 2 * padding < kh || w + 2 * padding < kw {
-                        return Err(Error::shape(
-                            lname,
-                            format!(
-                                "kernel {kh}x{kw} is larger than the padded input {}x{}",
-                                h + 2 * padding,
-                                w + 2 * padding
-                            ),
-                        ));
-                    }
-                    if c * (h + 2 * padding + 1) * (w + 2 * padding + 1) > u32::MAX as usize / 2 {
-                        return Err(Error::shape(lname, "input too large (offsets are 32-bit)"));
-                    }
-                    let g = ConvGeom {
-                        cin: c,
-                        h,
-                        w,
-                        cout: out_channels,
-                        kh,
-                        kw,
-                        stride,
-                        pad: padding,
-                        oh: (h + 2 * padding - kh) / stride + 1,
-                        ow: (w + 2 * padding - kw) / stride + 1,
-                    };
-                    nconv += 1;
-                    let name = format!("conv{nconv}");
-                    let wlen = out_channels * c * kh * kw;
-                    tensors.extend(weight_and_bias(
-                        &name,
-                        vec![out_channels, c, kh, kw],
-                        nparams,
-                    ));
-                    shape = Shape::Chw(out_channels, g.oh, g.ow);
-                    ops.push(Op {
-                        name,
-                        kind: OpKind::Conv(g),
-                        relu: false,
-                        in_size,
-                        out_size: shape.size(),
-                        poff: nparams,
-                        wlen,
-                        blen: out_channels,
-                    });
-                    nparams += wlen + out_channels;
-                }
-                LayerSpec::Linear { out_features } => {
-                    let Shape::Flat(fin) = shape else {
-                        return Err(Error::shape(
-                            lname,
-                            "linear needs a flat input: add `flatten` before it",
-                        ));
-                    };
-                    if out_features == 0 {
-                        return Err(Error::shape(lname, "output features must be >= 1"));
-                    }
-                    nfc += 1;
-                    let name = format!("fc{nfc}");
-                    let wlen = out_features * fin;
-                    tensors.extend(weight_and_bias(&name, vec![out_features, fin], nparams));
-                    ops.push(Op {
-                        name,
-                        kind: OpKind::Linear {
-                            fin,
-                            fout: out_features,
-                        },
-                        relu: false,
-                        in_size,
-                        out_size: out_features,
-                        poff: nparams,
-                        wlen,
-                        blen: out_features,
-                    });
-                    nparams += wlen + out_features;
-                    shape = Shape::Flat(out_features);
-                }
-                LayerSpec::MaxPool2d { kernel, stride } => {
-                    let Shape::Chw(c, h, w) = shape else {
-                        return Err(Error::shape(
-                            lname,
-                            "maxpool needs a [C, H, W] input, got a flat one",
-                        ));
-                    };
-                    if kernel == 0 || stride == 0 || kernel > h || kernel > w {
-                        return Err(Error::shape(
-                            lname,
-                            format!("window {kernel} stride {stride} does not fit a {h}x{w} input"),
-                        ));
-                    }
-                    let g = PoolGeom {
-                        c,
-                        h,
-                        w,
-                        k: kernel,
-                        stride,
-                        oh: (h - kernel) / stride + 1,
-                        ow: (w - kernel) / stride + 1,
-                    };
-                    shape = Shape::Chw(c, g.oh, g.ow);
-                    npool += 1;
-                    ops.push(Op {
-                        name: format!("maxpool{npool}"),
-                        kind: OpKind::MaxPool(g),
-                        relu: false,
-                        in_size,
-                        out_size: shape.size(),
-                        poff: nparams,
-                        wlen: 0,
-                        blen: 0,
-                    });
-                }
-                LayerSpec::Relu => match ops.last_mut() {
-                    Some(op)
-                        if matches!(op.kind, OpKind::Conv(_) | OpKind::Linear { .. })
-                            && !op.relu =>
-                    {
-                        op.relu = true;
-                        op.name.push_str("+relu");
-                    }
-                    _ => ops.push(Op {
-                        name: "relu".to_string(),
-                        kind: OpKind::Relu,
-                        relu: false,
-                        in_size,
-                        out_size: in_size,
-                        poff: nparams,
-                        wlen: 0,
-                        blen: 0,
-                    }),
-                },
-                LayerSpec::Flatten => shape = Shape::Flat(in_size),
-            }
-        }
-        let Shape::Flat(num_classes) = shape else {
-            return Err(Error::shape(
-                "model output",
-                "the last layer must give flat logits: end with `flatten` or `linear`",
-            ));
-        };
-        if ops.is_empty() {
-            return Err(Error::invalid(
-                "a model needs at least one layer that computes something",
-            ));
-        }
-        let params = init_params(&tensors, nparams, seed);
-        let nops = ops.len();
+        let nops = plan.ops.len();
         Ok(Model {
-            spec: format_spec(&layers),
-            input_chw,
-            num_classes,
-            layout: StackLayout::new(&ops),
-            ops,
-            tensors,
+            spec: plan.spec().to_string(),
+            input_chw: plan.spec().input_chw(),
+            num_classes: plan.num_classes(),
+            layout: plan.layout,
+            ops: plan.ops,
+            tensors: plan.tensors,
             grads: vec![0f32; nparams],
             params,
             buf: Buffers {
-                acts: vec![Vec::new(); nops],
+                acts: (0..nops).map(|_| Vec::new()).collect(),
                 times: vec![[0.0; 2]; nops],
                 ..Buffers::default()
             },
@@ -470,8 +176,7 @@ impl Model {
     /// assert_eq!(Model::init_bound(&[32, 3, 3, 3]), (1.0 / 27f64.sqrt()) as f32);
     /// ```
     pub fn init_bound(shape: &[usize]) -> f32 {
-        let fan_in: usize = shape[1..].iter().product();
-        (1.0 / (fan_in.max(1) as f64).sqrt()) as f32
+        init_bound(shape)
     }
 
     /// The canonical spec string (parses back to the same model).
@@ -573,8 +278,8 @@ impl Model {
         let mut parts: Vec<std::ops::Range<usize>> = self.ops[l..]
             .iter()
             .rev()
-            .filter(|op| op.wlen + op.blen > 0)
-            .map(|op| op.poff..op.poff + op.wlen + op.blen)
+            .filter(|op| op.plen > 0)
+            .map(Op::params)
             .collect();
         parts.extend(self.stack_grad_range());
         parts
@@ -582,11 +287,9 @@ impl Model {
 
     /// The span of the convolution stack's parameters, if it has any.
     fn stack_grad_range(&self) -> Option<std::ops::Range<usize>> {
-        let stack = self.ops[..self.layout.len]
-            .iter()
-            .filter(|op| op.wlen + op.blen > 0);
+        let stack = self.ops[..self.layout.len].iter().filter(|op| op.plen > 0);
         let lo = stack.clone().map(|op| op.poff).min()?;
-        let hi = stack.map(|op| op.poff + op.wlen + op.blen).max()?;
+        let hi = stack.map(|op| op.poff + op.plen).max()?;
         Some(lo..hi)
     }
 
@@ -668,55 +371,27 @@ impl Model {
     /// Grows the workspaces to `batch` and copies a non-contiguous input.
     fn prepare(&mut self, pool: &ComputePool, batch: usize, input: &ArrayView4<'_, f32>) {
         let buf = &mut self.buf;
-        let l = &self.layout;
+        let ws = Workspace::for_batch(&self.ops, &self.layout, buf.batch.max(batch));
         if batch > buf.batch {
             // The batched ops (and the stack's last op, their input) keep
             // contiguous outputs; their gradients ping-pong in `grad`.
-            let first = l.len.saturating_sub(1);
-            let mut gmax = 0;
-            let mut tmax = 0;
-            for (k, op) in self.ops.iter().enumerate().skip(first) {
+            for (k, op) in self.ops.iter().enumerate().skip(ws.first_contiguous) {
                 buf.acts[k].resize(batch * op.out_size, 0.0);
-                gmax = gmax.max(op.out_size);
-                if k >= l.len {
-                    gmax = gmax.max(op.in_size);
-                }
-                if let OpKind::Linear { fin, fout } = op.kind {
-                    tmax = tmax.max(fin.max(fout));
-                }
             }
             for g in &mut buf.grad {
-                g.resize(batch * gmax, 0.0);
+                g.resize(ws.grad, 0.0);
             }
-            buf.tmp.resize(batch * tmax, 0.0);
-            if l.len > 0 {
-                buf.stack.resize(batch * l.act_len, 0.0);
-                buf.stack_arg.resize(batch * l.arg_len, 0);
-                buf.partials
-                    .resize(stack::max_chunks(batch) * l.part_len, 0.0);
-            }
+            buf.tmp.resize(ws.tmp, 0.0);
+            buf.stack.resize(ws.stack, 0.0);
+            buf.stack_arg.resize(ws.stack_index, 0);
+            buf.partials.resize(ws.partials, 0.0);
             buf.batch = batch;
         }
         let din = batch * self.ops[0].in_size;
         if self.want_input_grad && buf.dinput.len() < din {
             buf.dinput.resize(din, 0.0);
         }
-        let chunk = chunk_images(buf.batch.max(batch));
-        let mut sz = ScratchSizes {
-            grad: 2 * chunk * l.max_act,
-            ops: self.ops.len(),
-            ..ScratchSizes::default()
-        };
-        for op in &self.ops {
-            if let OpKind::Conv(g) = op.kind {
-                let s = g.scratch(chunk);
-                sz.col = sz.col.max(s.col);
-                sz.xpad = sz.xpad.max(s.xpad);
-                sz.apack = sz.apack.max(s.apack);
-                sz.offs = sz.offs.max(s.offs);
-            }
-        }
-        buf.slots.ensure(pool.cores(), sz);
+        buf.slots.ensure(pool.cores(), ws.scratch);
         if input.as_slice().is_none() {
             buf.input.clear();
             buf.input.extend(input.iter().copied());
@@ -773,29 +448,15 @@ impl Model {
             let x = if k == 0 { x0 } else { &before[k - 1][..] };
             let x = &x[..batch * op.in_size];
             let y = &mut after[0][..batch * op.out_size];
-            let p = &self.params[op.poff..op.poff + op.wlen + op.blen];
-            let (w, b) = p.split_at(op.wlen);
-            match op.kind {
-                OpKind::Linear { fin, fout } => linear::forward(
-                    pool,
-                    &buf.slots,
-                    w,
-                    b,
-                    x,
-                    y,
-                    &mut buf.tmp,
-                    (batch, fin, fout),
-                    op.relu,
-                ),
-                OpKind::Relu => pool.for_each_chunk_mut(y, op.out_size, |i, yi| {
-                    for (o, v) in yi.iter_mut().zip(&x[i * op.in_size..]) {
-                        *o = v.max(0.0);
-                    }
-                }),
-                OpKind::Conv(_) | OpKind::MaxPool(_) => {
-                    unreachable!("per-image ops before the first linear one run in the stack; none can follow it")
-                }
-            }
+            batched(op).forward(BatchForward {
+                pool,
+                slots: &buf.slots,
+                batch,
+                params: &self.params[op.params()],
+                x,
+                y,
+                tmp: &mut buf.tmp,
+            });
             buf.times[k][0] = t0.elapsed().as_secs_f64();
         }
     }
@@ -833,46 +494,22 @@ impl Model {
             let y = &buf.acts[k][..batch * op.out_size];
             let dy = &mut dy_buf[..batch * op.out_size];
             let dx = (k > 0 || want_input_grad).then(|| &mut dx_buf[..batch * op.in_size]);
-            let w = &self.params[op.poff..op.poff + op.wlen];
-            let (gw, gb) = self.grads[op.poff..op.poff + op.wlen + op.blen].split_at_mut(op.wlen);
-            if op.relu {
-                pool.for_work(dy.len())
-                    .for_each_chunk_mut(dy, 4096, |i, d| {
-                        relu_mask(d, &y[i * 4096..]);
-                    });
-            }
-            match op.kind {
-                OpKind::Linear { fin, fout } => linear::backward(
-                    pool,
-                    &buf.slots,
-                    w,
-                    x,
-                    dy,
-                    gw,
-                    gb,
-                    dx,
-                    &mut buf.tmp,
-                    (batch, fin, fout),
-                ),
-                OpKind::Relu => {
-                    if let Some(dx) = dx {
-                        let dy = &*dy;
-                        pool.for_each_chunk_mut(dx, 4096, |i, d| {
-                            let r = i * 4096..i * 4096 + d.len();
-                            for ((d, &g), &v) in d.iter_mut().zip(&dy[r.clone()]).zip(&y[r]) {
-                                *d = if v > 0.0 { g } else { 0.0 };
-                            }
-                        });
-                    }
-                }
-                OpKind::Conv(_) | OpKind::MaxPool(_) => {
-                    unreachable!("per-image ops before the first linear one run in the stack; none can follow it")
-                }
-            }
+            batched(op).backward(BatchBackward {
+                pool,
+                slots: &buf.slots,
+                batch,
+                params: &self.params[op.params()],
+                grads: &mut self.grads[op.params()],
+                x,
+                y,
+                dy,
+                dx,
+                tmp: &mut buf.tmp,
+            });
             std::mem::swap(&mut dy_buf, &mut dx_buf);
             buf.times[k][1] = t0.elapsed().as_secs_f64();
-            if op.wlen + op.blen > 0 {
-                on_grads(op.poff, &self.grads[op.poff..op.poff + op.wlen + op.blen]);
+            if op.plen > 0 {
+                on_grads(op.poff, &self.grads[op.params()]);
             }
         }
         if l == 0 && want_input_grad {
@@ -922,7 +559,7 @@ impl Model {
 
     /// Forward FLOPs per image (2 x multiply-adds of conv and linear layers).
     pub fn forward_flops(&self) -> u64 {
-        self.ops.iter().map(op_flops).sum()
+        self.ops.iter().map(|op| op.layer.forward_flops()).sum()
     }
 
     /// Training-step FLOPs per image actually computed: forward, plus weight
@@ -943,16 +580,15 @@ impl Model {
             .iter()
             .zip(&self.buf.times)
             .enumerate()
-            .map(|(k, (op, t))| OpProfile {
-                name: op.name.clone(),
-                forward_s: t[0],
-                backward_s: t[1],
-                forward_flops: op_flops(op),
-                backward_flops: if k == 0 {
-                    op_flops(op)
-                } else {
-                    2 * op_flops(op)
-                },
+            .map(|(k, (op, t))| {
+                let flops = op.layer.forward_flops();
+                OpProfile {
+                    name: op.name.clone(),
+                    forward_s: t[0],
+                    backward_s: t[1],
+                    forward_flops: flops,
+                    backward_flops: if k == 0 { flops } else { 2 * flops },
+                }
             })
             .collect()
     }

@@ -37,6 +37,27 @@ pub(crate) struct ScratchSizes {
     pub ops: usize,
 }
 
+impl ScratchSizes {
+    /// The larger of each length.
+    pub fn max(self, o: ScratchSizes) -> ScratchSizes {
+        ScratchSizes {
+            col: self.col.max(o.col),
+            xpad: self.xpad.max(o.xpad),
+            apack: self.apack.max(o.apack),
+            offs: self.offs.max(o.offs),
+            grad: self.grad.max(o.grad),
+            ops: self.ops.max(o.ops),
+        }
+    }
+
+    /// Floats (and 4-byte offsets) of one slot, saturating.
+    pub fn floats(&self) -> usize {
+        [self.col, self.xpad, self.apack, self.offs, self.grad]
+            .iter()
+            .fold(0usize, |a, &n| a.saturating_add(n))
+    }
+}
+
 /// Scratch slots indexed by [`ComputePool::slot`]. The mutex is never
 /// contended (a slot belongs to one worker); it only makes sharing safe.
 #[derive(Debug, Default)]

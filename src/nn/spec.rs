@@ -2,15 +2,17 @@
 //!
 //! # Grammar
 //!
-//! A spec is a whitespace-separated list of layers:
+//! A spec is a whitespace-separated list of layers, each a token of one of
+//! the kinds in `nn/layers` (each kind's [`LayerSpec`] constructor
+//! documents its token; an unknown token's error lists them all):
 //!
 //! | token | layer |
 //! |---|---|
-//! | `conv{KH}x{KW}(OUT[,sS][,pP])` | [`Conv2d`](LayerSpec::Conv2d): `OUT` channels, stride `S` (default 1), zero padding `P` (default 0) |
-//! | `relu` | [`Relu`](LayerSpec::Relu) |
-//! | `maxpool{K}[(sS)]` | [`MaxPool2d`](LayerSpec::MaxPool2d): `K x K` window, stride `S` (default `K`) |
-//! | `flatten` | [`Flatten`](LayerSpec::Flatten) |
-//! | `linear(OUT)` | [`Linear`](LayerSpec::Linear) with `OUT` features |
+//! | `conv{KH}x{KW}(OUT[,sS][,pP])` | [`conv2d`](LayerSpec::conv2d): `OUT` channels, stride `S` (default 1), zero padding `P` (default 0) |
+//! | `relu` | [`relu`](LayerSpec::relu) |
+//! | `maxpool{K}[(sS)]` | [`maxpool2d`](LayerSpec::maxpool2d): `K x K` window, stride `S` (default `K`) |
+//! | `flatten` | [`flatten`](LayerSpec::flatten) |
+//! | `linear(OUT)` | [`linear`](LayerSpec::linear) with `OUT` features |
 //!
 //! Input channels and features are inferred from the model's input shape.
 //! The last layer's output is the logits (softmax cross-entropy is applied
@@ -18,72 +20,9 @@
 //! `conv3x3(32,p1) relu conv3x3(32,p1) relu maxpool2 conv3x3(64,p1) relu
 //! conv3x3(64,p1) relu maxpool2 flatten linear(256) relu linear(10)`.
 
+pub use super::layers::LayerSpec;
+use super::layers::KINDS;
 use crate::{Error, Result};
-use std::fmt;
-
-/// One layer of a model, as written in a spec or given to the builder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LayerSpec {
-    /// 2-D convolution over NCHW with zero padding.
-    Conv2d {
-        /// Output channels.
-        out_channels: usize,
-        /// Kernel size `[height, width]`.
-        kernel: [usize; 2],
-        /// Stride (both dimensions).
-        stride: usize,
-        /// Zero padding on every side.
-        padding: usize,
-    },
-    /// Elementwise `max(x, 0)`.
-    Relu,
-    /// Max pooling over `kernel x kernel` windows (no padding).
-    MaxPool2d {
-        /// Window size.
-        kernel: usize,
-        /// Stride.
-        stride: usize,
-    },
-    /// `[C, H, W]` to `[C*H*W]` (no data movement).
-    Flatten,
-    /// Fully connected layer `y = W x + b`.
-    Linear {
-        /// Output features.
-        out_features: usize,
-    },
-}
-
-impl fmt::Display for LayerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LayerSpec::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-            } => {
-                write!(f, "conv{}x{}({out_channels}", kernel[0], kernel[1])?;
-                if *stride != 1 {
-                    write!(f, ",s{stride}")?;
-                }
-                if *padding != 0 {
-                    write!(f, ",p{padding}")?;
-                }
-                write!(f, ")")
-            }
-            LayerSpec::Relu => write!(f, "relu"),
-            LayerSpec::MaxPool2d { kernel, stride } => {
-                write!(f, "maxpool{kernel}")?;
-                if stride != kernel {
-                    write!(f, "(s{stride})")?;
-                }
-                Ok(())
-            }
-            LayerSpec::Flatten => write!(f, "flatten"),
-            LayerSpec::Linear { out_features } => write!(f, "linear({out_features})"),
-        }
-    }
-}
 
 /// The canonical spec string of a list of layers (what [`parse_spec`] reads).
 pub fn format_spec(layers: &[LayerSpec]) -> String {
@@ -110,12 +49,6 @@ pub fn parse_spec(spec: &str) -> Result<Vec<LayerSpec>> {
     Ok(layers)
 }
 
-fn num(s: &str, what: &str) -> std::result::Result<usize, String> {
-    s.trim()
-        .parse::<usize>()
-        .map_err(|_| format!("{what} `{s}` is not a non-negative integer"))
-}
-
 /// Splits `name(args)` into `(name, Some(args))`, or `(tok, None)`.
 fn split_args(tok: &str) -> std::result::Result<(&str, Option<&str>), String> {
     match tok.find('(') {
@@ -130,66 +63,19 @@ fn split_args(tok: &str) -> std::result::Result<(&str, Option<&str>), String> {
     }
 }
 
+/// The first kind that recognises the token's name parses it.
 fn parse_token(tok: &str) -> std::result::Result<LayerSpec, String> {
     let (name, args) = split_args(tok)?;
-    let no_args = |l: LayerSpec| match args {
-        None => Ok(l),
-        Some(_) => Err(format!("`{name}` takes no arguments")),
-    };
-    match name {
-        "relu" => no_args(LayerSpec::Relu),
-        "flatten" => no_args(LayerSpec::Flatten),
-        "linear" => {
-            let a = args.ok_or("expected linear(OUT)")?;
-            Ok(LayerSpec::Linear {
-                out_features: num(a, "output features")?,
-            })
-        }
-        _ if name.starts_with("maxpool") => {
-            let kernel = num(&name["maxpool".len()..], "pool size")?;
-            let mut stride = kernel;
-            if let Some(a) = args {
-                for part in a.split(',') {
-                    let part = part.trim();
-                    match part.strip_prefix('s') {
-                        Some(s) => stride = num(s, "stride")?,
-                        None => return Err(format!("unknown maxpool argument `{part}` (use sS)")),
-                    }
-                }
-            }
-            Ok(LayerSpec::MaxPool2d { kernel, stride })
-        }
-        _ if name.starts_with("conv") => {
-            let dims = &name["conv".len()..];
-            let (kh, kw) = dims
-                .split_once('x')
-                .ok_or("expected conv{KH}x{KW}(OUT[,sS][,pP])")?;
-            let kernel = [num(kh, "kernel height")?, num(kw, "kernel width")?];
-            let a = args.ok_or("expected conv{KH}x{KW}(OUT[,sS][,pP])")?;
-            let mut parts = a.split(',');
-            let out_channels = num(parts.next().unwrap_or(""), "output channels")?;
-            let (mut stride, mut padding) = (1, 0);
-            for part in parts {
-                let part = part.trim();
-                if let Some(s) = part.strip_prefix('s') {
-                    stride = num(s, "stride")?;
-                } else if let Some(p) = part.strip_prefix('p') {
-                    padding = num(p, "padding")?;
-                } else {
-                    return Err(format!("unknown conv argument `{part}` (use sS or pP)"));
-                }
-            }
-            Ok(LayerSpec::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-            })
-        }
-        _ => Err(format!(
-            "unknown layer `{name}` (known: convKxK, relu, maxpoolK, flatten, linear)"
-        )),
-    }
+    KINDS
+        .iter()
+        .find_map(|k| (k.parse)(name, args))
+        .unwrap_or_else(|| {
+            let known: Vec<&str> = KINDS.iter().map(|k| k.syntax).collect();
+            Err(format!(
+                "unknown layer `{name}` (known: {})",
+                known.join(", ")
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -206,22 +92,8 @@ mod tests {
     #[test]
     fn general_forms() {
         let l = parse_spec("conv5x3(8,s2,p2)  maxpool3(s2) conv1x1(4)").unwrap();
-        assert_eq!(
-            l[0],
-            LayerSpec::Conv2d {
-                out_channels: 8,
-                kernel: [5, 3],
-                stride: 2,
-                padding: 2
-            }
-        );
-        assert_eq!(
-            l[1],
-            LayerSpec::MaxPool2d {
-                kernel: 3,
-                stride: 2
-            }
-        );
+        assert_eq!(l[0], LayerSpec::conv2d(8, [5, 3], 2, 2));
+        assert_eq!(l[1], LayerSpec::maxpool2d(3, 2));
         assert_eq!(format_spec(&l), "conv5x3(8,s2,p2) maxpool3(s2) conv1x1(4)");
     }
 

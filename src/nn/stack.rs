@@ -1,12 +1,14 @@
 //! Depth-first execution of the model's per-image layers (the "stack").
 //!
-//! Every op before the first linear layer (convolutions, max pooling, ReLU)
-//! works on each image on its own. Instead of running one op over the whole
+//! The ops before the first one that works across the batch (a linear
+//! layer) work on each image on its own: convolutions, max pooling, ReLU,
+//! any layer with [`PerImage`] passes. Instead of running one op over the whole
 //! batch and then the next (a fork-join barrier per op, and each op
 //! streaming the whole batch's activations through the caches), the batch is
 //! cut into chunks of images fixed by the batch size ([`chunk_images`]), and
 //! one task carries its chunk through all the stack's ops: forward from the
-//! input to the flatten, backward from the flatten's gradient to the input.
+//! input to the stack's last output, backward from its gradient to the
+//! input.
 //! The chunk's activations stay in the core's caches between ops, and the
 //! whole stack costs one barrier forward and one backward (plus the
 //! reduction of the weight-gradient partials).
@@ -20,7 +22,7 @@
 //! output (the flatten, input of the first linear layer) is an ordinary
 //! contiguous `[batch, features]` array. Max-pooling argmaxes are laid out
 //! like the stack, and so are the per-chunk weight-gradient partials of the
-//! convolutions (`partials[c*PS + part_off[k] ..]`).
+//! ops that have them (the convolutions) (`partials[c*PS + part_off[k] ..]`).
 //!
 //! # Determinism
 //!
@@ -28,9 +30,8 @@
 //! on the chunk, each chunk's weight-gradient partial is summed over its
 //! images in order, and the partials are summed over chunks in chunk order.
 
-use super::conv;
-use super::op::{relu_mask, Op, OpKind};
-use super::pool;
+use super::layers::{ChunkBackward, ChunkForward, PerImage};
+use super::op::Op;
 use super::scratch::Slots;
 use crate::parallel::ComputePool;
 use std::time::Instant;
@@ -42,12 +43,18 @@ pub(crate) fn chunk_images(batch: usize) -> usize {
 }
 
 /// The most chunks any batch of up to `batch` images is cut into (the count
-/// is not monotonic: 12 images make 12 chunks, 20 make 10).
+/// is not monotonic: 12 images make 12 chunks, 20 make 10): up to 16
+/// images, one chunk each; from 16 on, 16 (`ceil(b / ceil(b/16)) <= 16`).
 pub(crate) fn max_chunks(batch: usize) -> usize {
-    (1..=batch)
-        .map(|b| b.div_ceil(chunk_images(b)))
-        .max()
-        .unwrap_or(1)
+    batch.clamp(1, 16)
+}
+
+/// The per-image passes of stack op `op` (every op of the stack has them:
+/// the stack is the longest prefix of such ops, see [`StackLayout::new`]).
+fn per_image(op: &Op) -> &dyn PerImage {
+    op.layer
+        .per_image()
+        .expect("the stack holds per-image layers only")
 }
 
 /// Where the stack's ops keep their data, per image (see the module docs).
@@ -74,10 +81,11 @@ pub(crate) struct StackLayout {
 }
 
 impl StackLayout {
+    /// The layout of the longest prefix of `ops` that works per image.
     pub fn new(ops: &[Op]) -> StackLayout {
         let len = ops
             .iter()
-            .position(|op| matches!(op.kind, OpKind::Linear { .. }))
+            .position(|op| op.layer.per_image().is_none())
             .unwrap_or(ops.len());
         let mut l = StackLayout {
             len,
@@ -86,23 +94,17 @@ impl StackLayout {
             part_off: vec![0; len],
             ..StackLayout::default()
         };
-        let (mut act, mut arg, mut part) = (0, 0, 0);
+        let (mut act, mut arg, mut part) = (0usize, 0usize, 0usize);
         for (k, op) in ops[..len].iter().enumerate() {
+            let p = per_image(op);
             if k + 1 < len {
                 l.act_off[k] = act;
-                act += op.out_size;
+                act = act.saturating_add(op.out_size);
             }
-            match op.kind {
-                OpKind::MaxPool(_) => {
-                    l.arg_off[k] = arg;
-                    arg += op.out_size;
-                }
-                OpKind::Conv(_) => {
-                    l.part_off[k] = part;
-                    part += op.wlen + op.blen;
-                }
-                _ => {}
-            }
+            l.arg_off[k] = arg;
+            arg = arg.saturating_add(p.index_len());
+            l.part_off[k] = part;
+            part = part.saturating_add(p.partial_len());
             l.max_act = l.max_act.max(op.in_size).max(op.out_size);
         }
         l.act_len = act.max(1);
@@ -200,30 +202,15 @@ pub(crate) fn forward(
         let s = &mut *guard;
         for (k, op) in ops[..l.len].iter().enumerate() {
             let t0 = Instant::now();
+            let p = per_image(op);
             let (x, y) = l.io(k, ops, n, x0c, st, last);
-            let (ins, outs) = (op.in_size, op.out_size);
-            let images = x.chunks_exact(ins).zip(y.chunks_exact_mut(outs));
-            match op.kind {
-                OpKind::Conv(g) => {
-                    let p = &params[op.poff..op.poff + op.wlen + op.blen];
-                    let (w, bias) = p.split_at(op.wlen);
-                    for (xi, yi) in images {
-                        conv::forward_image(&g, w, bias, xi, yi, s, op.relu);
-                    }
-                }
-                OpKind::MaxPool(g) => {
-                    let arg = &mut ar[n * l.arg_off[k]..][..n * outs];
-                    for ((xi, yi), ai) in images.zip(arg.chunks_exact_mut(outs)) {
-                        pool::forward_image(&g, xi, yi, ai);
-                    }
-                }
-                OpKind::Relu => {
-                    for (o, v) in y.iter_mut().zip(x) {
-                        *o = v.max(0.0);
-                    }
-                }
-                OpKind::Linear { .. } => unreachable!("linear ops are not in the stack"),
-            }
+            p.forward(ChunkForward {
+                params: &params[op.params()],
+                x,
+                y,
+                index: &mut ar[n * l.arg_off[k]..][..n * p.index_len()],
+                scratch: s,
+            });
             s.times[k][0] += t0.elapsed().as_secs_f64();
         }
     });
@@ -279,44 +266,20 @@ pub(crate) fn backward(
         for k in (0..l.len).rev() {
             let t0 = Instant::now();
             let op = &ops[k];
-            let (ins, outs) = (op.in_size, op.out_size);
+            let p = per_image(op);
             let (x, y) = l.io_ref(k, ops, n, x0c, st, last);
-            let dy = &mut cur[..n * outs];
-            let dx = &mut oth[..n * ins];
             let need_dx = k > 0 || want_dx0;
-            match op.kind {
-                OpKind::Conv(g) => {
-                    if op.relu {
-                        relu_mask(dy, y);
-                    }
-                    let pt = &mut parts[l.part_off[k]..][..op.wlen + op.blen];
-                    let (pw, pb) = pt.split_at_mut(op.wlen);
-                    conv::backward_weights_chunk(&g, x, dy, n, pw, pb, s);
-                    if need_dx {
-                        let w = &params[op.poff..op.poff + op.wlen];
-                        for (dyi, dxi) in dy.chunks_exact(outs).zip(dx.chunks_exact_mut(ins)) {
-                            conv::backward_input_image(&g, w, dyi, dxi, s);
-                        }
-                    }
-                }
-                OpKind::MaxPool(_) => {
-                    if need_dx {
-                        let arg = &ar[n * l.arg_off[k]..][..n * outs];
-                        let per_img = dy.chunks_exact(outs).zip(arg.chunks_exact(outs));
-                        for ((dyi, ai), dxi) in per_img.zip(dx.chunks_exact_mut(ins)) {
-                            pool::backward_image(dyi, ai, dxi);
-                        }
-                    }
-                }
-                OpKind::Relu => {
-                    if need_dx {
-                        for ((d, &g), &v) in dx.iter_mut().zip(&*dy).zip(y) {
-                            *d = if v > 0.0 { g } else { 0.0 };
-                        }
-                    }
-                }
-                OpKind::Linear { .. } => unreachable!("linear ops are not in the stack"),
-            }
+            p.backward(ChunkBackward {
+                n,
+                params: &params[op.params()],
+                x,
+                y,
+                dy: &mut cur[..n * op.out_size],
+                dx: need_dx.then(|| &mut oth[..n * op.in_size]),
+                index: &ar[n * l.arg_off[k]..][..n * p.index_len()],
+                partial: &mut parts[l.part_off[k]..][..p.partial_len()],
+                scratch: s,
+            });
             std::mem::swap(&mut cur, &mut oth);
             s.times[k][1] += t0.elapsed().as_secs_f64();
         }
@@ -338,8 +301,8 @@ pub(crate) fn backward(
 }
 
 /// Sums the chunks' partials in chunk order (in parallel over element
-/// blocks) and writes each convolution's weight gradient (transposed from
-/// `[K, Cout]` to `[Cout, K]`) and bias gradient into `grads`.
+/// blocks) and hands each op its sum to write its gradient into `grads`
+/// ([`PerImage::reduce_partial`]).
 pub(crate) fn reduce_partials(
     pool: &ComputePool,
     l: &StackLayout,
@@ -362,16 +325,10 @@ pub(crate) fn reduce_partials(
     });
     let p0 = &*p0;
     for (k, op) in ops[..l.len].iter().enumerate() {
-        let OpKind::Conv(g) = op.kind else { continue };
-        let part = &p0[l.part_off[k]..][..op.wlen + op.blen];
-        let (gw, gb) = grads[op.poff..op.poff + op.wlen + op.blen].split_at_mut(op.wlen);
-        let kdim = g.k();
-        pool.for_work(gw.len())
-            .for_each_chunk_mut(gw, kdim, |co, row| {
-                for (kk, v) in row.iter_mut().enumerate() {
-                    *v = part[kk * g.cout + co];
-                }
-            });
-        gb.copy_from_slice(&part[op.wlen..]);
+        let p = per_image(op);
+        if p.partial_len() > 0 {
+            let part = &p0[l.part_off[k]..][..p.partial_len()];
+            p.reduce_partial(pool, part, &mut grads[op.params()]);
+        }
     }
 }

@@ -13,9 +13,9 @@
 //!           dcol[K, P]   = W[Cout, K]^T · dy[Cout, P];   dx = col2im(dcol)
 //! ```
 
-use super::scratch::{Scratch, ScratchSizes};
 use crate::kernels::direct::{self, Offsets, MAX_PANEL_PAD, NP};
 use crate::kernels::gemm::{gemm, gemm_ct, MatRef, PackA, MAX_PACK_COLS, MAX_PACK_ROWS};
+use crate::nn::scratch::{Scratch, ScratchSizes};
 
 /// Geometry of one convolution layer.
 #[derive(Clone, Copy, Debug)]
@@ -44,14 +44,6 @@ impl ConvGeom {
     #[cfg(test)]
     pub fn in_size(&self) -> usize {
         self.cin * self.h * self.w
-    }
-    /// Column matrix floats per image (0 when the input is used directly).
-    pub fn col_size(&self) -> usize {
-        if self.is_pointwise() {
-            0
-        } else {
-            self.k() * self.p()
-        }
     }
     /// 1x1, stride 1, no padding: the input already is the column matrix.
     fn is_pointwise(&self) -> bool {
@@ -89,33 +81,45 @@ impl ConvGeom {
         self.cin * (self.h + 2 * self.pad) * (self.w + 2 * self.pad) + NP
     }
     /// Scratch this layer needs per thread, for backward chunks of up to
-    /// `chunk` images.
+    /// `chunk` images. Saturating: a plan may describe a layer far too
+    /// large to build (see `ModelPlan::memory`).
     pub fn scratch(&self, chunk: usize) -> ScratchSizes {
-        let (hp, wp) = (self.h + 2 * self.pad, self.w + 2 * self.pad);
+        let mul = |a: &[usize]| a.iter().fold(1usize, |p, &d| p.saturating_mul(d));
+        let add = |a: usize, b: usize| a.saturating_add(b);
+        let pad2 = self.pad.saturating_mul(2);
+        let (hp, wp) = (add(self.h, pad2), add(self.w, pad2));
+        let k = mul(&[self.cin, self.kh, self.kw]);
         let mut s = ScratchSizes {
-            col: self.col_size(),
+            col: if self.is_pointwise() {
+                0
+            } else {
+                mul(&[k, self.oh, self.ow])
+            },
             ..ScratchSizes::default()
         };
+        let pad_len = add(mul(&[self.cin, hp, wp]), NP);
         if self.direct_forward() {
-            s.xpad = self.cin * hp * wp + NP;
-            debug_assert_eq!(s.xpad, self.pad_len());
-            s.apack = (self.cout + MAX_PANEL_PAD) * self.k();
-            s.offs = self.k();
+            s.xpad = pad_len;
+            s.apack = mul(&[add(self.cout, MAX_PANEL_PAD), k]);
+            s.offs = k;
         }
         if self.direct_dx() {
             let (ph, pw) = (self.kh - 1 - self.pad, self.kw - 1 - self.pad);
-            let (hq, wq) = (self.oh + 2 * ph, self.ow + 2 * pw);
-            s.xpad = s.xpad.max(self.cout * hq * wq + NP);
-            s.apack = s
-                .apack
-                .max((self.cin + MAX_PANEL_PAD) * self.cout * self.kh * self.kw);
-            s.offs = s.offs.max(self.cout * self.kh * self.kw);
+            let (hq, wq) = (add(self.oh, 2 * ph), add(self.ow, 2 * pw));
+            s.xpad = s.xpad.max(add(mul(&[self.cout, hq, wq]), NP));
+            let taps = mul(&[self.cout, self.kh, self.kw]);
+            s.apack = s.apack.max(mul(&[add(self.cin, MAX_PANEL_PAD), taps]));
+            s.offs = s.offs.max(taps);
         }
         if self.direct_dw() {
-            s.xpad = s.xpad.max(chunk * self.pad_len());
+            s.xpad = s.xpad.max(mul(&[chunk, pad_len]));
             // The transposed output gradient of the AVX-512 weight gradient.
-            let qlen = (self.oh - 1) * wp + self.ow;
-            s.col = s.col.max(chunk * qlen * self.cout.next_multiple_of(16));
+            let qlen = add(mul(&[self.oh - 1, wp]), self.ow);
+            s.col = s.col.max(mul(&[
+                chunk,
+                qlen,
+                self.cout.checked_next_multiple_of(16).unwrap_or(usize::MAX),
+            ]));
         }
         s
     }
@@ -824,7 +828,7 @@ mod speed {
             let w = vec![0.1f32; cout * g.k()];
             let b = vec![0.0f32; cout];
             let mut y = vec![0f32; cout * g.p()];
-            let mut col = vec![0f32; g.col_size()];
+            let mut col = vec![0f32; g.k() * g.p()];
             let mut sc = Scratch::default();
             let sz = g.scratch(1);
             sc.col.resize(sz.col, 0.0);

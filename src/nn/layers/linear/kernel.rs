@@ -14,8 +14,8 @@
 //!           dx[B, in]  = dy[B, out] · W[out, in]   (per column block of in)
 //! ```
 
-use super::scratch::Slots;
 use crate::kernels::gemm::{gemm, MatRef};
+use crate::nn::scratch::Slots;
 use crate::parallel::ComputePool;
 
 /// Rows of the product per parallel task (forward and `dW`): each task
