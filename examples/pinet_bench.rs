@@ -6,7 +6,7 @@
 //! [`Trainer::evaluate_batch`].
 //!
 //! ```text
-//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--runs 5] [--profile] [--kernels portable|avx2|avx512|auto]
+//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--runs 5] [--profile] [--kernels portable|neon|avx2|avx512|auto]
 //! ```
 //!
 //! `--kernels` forces a kernel family (default: `RINGSGD_KERNELS`, else the
@@ -129,7 +129,7 @@ fn parse_args() -> Result<Args, String> {
                 a.kernels = Some(v.parse().map_err(|e| format!("--kernels: {e}"))?);
             }
             "-h" | "--help" => {
-                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--kernels portable|avx2|avx512|auto]".into())
+                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--kernels portable|neon|avx2|avx512|auto]".into())
             }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
@@ -159,7 +159,7 @@ fn flops_per_cycle() -> (f64, &'static str) {
     match active_isa() {
         Isa::Avx512 => return (64.0, "AVX-512: 2 x 16-lane FMA"),
         Isa::Avx2Fma => return (32.0, "AVX2+FMA: 2 x 8-lane FMA"),
-        Isa::Portable => {}
+        Isa::Portable | Isa::Neon => {}
     }
     #[cfg(target_arch = "aarch64")]
     return (8.0, "NEON: 1 x 4-lane FMA (Cortex-A72 class)");
