@@ -552,6 +552,8 @@ mod neon {
                 // accumulators, 3 input vectors and 1 of dy; with all 24
                 // accumulators and 6 input vectors LLVM spills. Each lane's
                 // sum runs in the same pixel order either way.
+                // `h` picks the half in acc[i*3 + kx][h]: no single iterator.
+                #[allow(clippy::needless_range_loop)]
                 for h in 0..2 {
                     // SAFETY: oy < oh, h < 2; see dw_4x3.
                     let (mut x, mut dr) =
