@@ -6,7 +6,7 @@
 //! [`Trainer::evaluate_batch`].
 //!
 //! ```text
-//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--runs 5] [--profile] [--kernels portable|avx2|avx512|auto]
+//! cargo run --release --example pinet_bench -- --cores 2 --batch 32 --steps 50 [--forward-only] [--warmup 5] [--runs 5] [--profile] [--kernels portable|neon|avx2|avx512|auto]
 //! ```
 //!
 //! `--kernels` forces a kernel family (default: `RINGSGD_KERNELS`, else the
@@ -129,7 +129,7 @@ fn parse_args() -> Result<Args, String> {
                 a.kernels = Some(v.parse().map_err(|e| format!("--kernels: {e}"))?);
             }
             "-h" | "--help" => {
-                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--kernels portable|avx2|avx512|auto]".into())
+                return Err("usage: pinet_bench --cores N --batch B --steps S [--forward-only] [--warmup W] [--runs R] [--profile] [--kernels portable|neon|avx2|avx512|auto]".into())
             }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
@@ -140,18 +140,41 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Nominal clock from /proc/cpuinfo (GHz), if readable.
+/// Nominal clock (GHz) from /proc/cpuinfo's `cpu MHz` (x86), else the
+/// cpufreq maximum (ARM boards such as the Pi list no clock in cpuinfo).
 fn cpu_ghz() -> Option<f64> {
+    let from_cpuinfo = || -> Option<f64> {
+        let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        let mhz = info
+            .lines()
+            .find(|l| l.starts_with("cpu MHz"))?
+            .split(':')
+            .nth(1)?
+            .trim()
+            .parse::<f64>()
+            .ok()?;
+        Some(mhz / 1000.0)
+    };
+    from_cpuinfo().or_else(|| {
+        let khz = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()?;
+        Some(khz / 1e6)
+    })
+}
+
+/// The ARM core's part number from /proc/cpuinfo (`CPU part : 0xd08`).
+#[cfg(target_arch = "aarch64")]
+fn arm_cpu_part() -> Option<u32> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz = info
+    let v = info
         .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
+        .find(|l| l.starts_with("CPU part"))?
         .split(':')
-        .nth(1)?
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    Some(mhz / 1000.0)
+        .nth(1)?;
+    u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok()
 }
 
 /// FLOPs per cycle per core of the widest FMA the active kernels use.
@@ -159,10 +182,15 @@ fn flops_per_cycle() -> (f64, &'static str) {
     match active_isa() {
         Isa::Avx512 => return (64.0, "AVX-512: 2 x 16-lane FMA"),
         Isa::Avx2Fma => return (32.0, "AVX2+FMA: 2 x 8-lane FMA"),
-        Isa::Portable => {}
+        Isa::Portable | Isa::Neon => {}
     }
+    // Cortex-A76 (Pi 5) and its Neoverse N1 sibling: two 128-bit FMA pipes;
+    // Cortex-A72 (Pi 4) and older: one 4-lane FMA per cycle.
     #[cfg(target_arch = "aarch64")]
-    return (8.0, "NEON: 1 x 4-lane FMA (Cortex-A72 class)");
+    return match arm_cpu_part() {
+        Some(0xd0b | 0xd0c) => (16.0, "NEON: 2 x 4-lane FMA (Cortex-A76 class)"),
+        _ => (8.0, "NEON: 1 x 4-lane FMA (Cortex-A72 class)"),
+    };
     #[allow(unreachable_code)]
     (8.0, "SSE: 4-lane mul + add")
 }
@@ -280,13 +308,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(ghz) => {
             let peak = ghz * fpc * args.cores as f64;
             println!(
-                "achieved {gflops:.1} GFLOP/s ({:.1} MFLOP/img) vs peak {peak:.1} GFLOP/s ({isa}, {} cores at the {ghz:.2} GHz /proc/cpuinfo clock; turbo may run higher): {:.0}% of that peak",
+                "achieved {gflops:.1} GFLOP/s ({:.1} MFLOP/img) vs peak {peak:.1} GFLOP/s ({isa}, {} cores at the {ghz:.2} GHz nominal clock; turbo may run higher): {:.0}% of that peak",
                 flop_per_img / 1e6,
                 args.cores,
                 100.0 * gflops / peak
             );
         }
-        None => println!("achieved {gflops:.1} GFLOP/s (peak unknown: no /proc/cpuinfo clock)"),
+        None => println!(
+            "achieved {gflops:.1} GFLOP/s (peak unknown: no clock in /proc/cpuinfo or cpufreq)"
+        ),
     }
     if args.profile {
         let step_s = sorted[0];

@@ -1,8 +1,9 @@
 //! The CNN on every kernel family this CPU runs (`ringsgd::kernels::Isa`):
 //! bitwise-identical gradients for 1, 2 and 3 threads on each, results
-//! close to the portable kernels', and the forward pass bit for bit the
-//! same on AVX2 and AVX-512. Families the CPU lacks are skipped with a
-//! printed reason.
+//! close to the portable kernels', the forward pass bit for bit the same
+//! on AVX2 and AVX-512, and on aarch64 NEON bit for bit the portable
+//! kernels (logits and gradients). Families the CPU lacks are skipped with
+//! a printed reason.
 //!
 //! The kernel choice is process-wide, so this file holds a single test that
 //! switches it; it runs in its own process (an integration test binary).
@@ -97,6 +98,14 @@ fn every_kernel_family_is_deterministic_and_agrees() {
                 );
             }
             let reference = reference[c].as_ref().unwrap();
+            if isa == Isa::Neon {
+                assert!(
+                    runs[0].grads == reference.grads
+                        && runs[0].logits == reference.logits
+                        && runs[0].loss == reference.loss,
+                    "neon, case {c}: not bit for bit the portable kernels"
+                );
+            }
             close(
                 &runs[0].logits,
                 &reference.logits,

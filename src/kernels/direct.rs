@@ -97,12 +97,33 @@ pub(crate) fn tile(
         (Simd::Avx2(k), 6) => x86::tile::<6>(k, kc, a, xp, base, offs.v, out),
         #[cfg(target_arch = "x86_64")]
         (Simd::Avx2(k), 4) => x86::tile::<4>(k, kc, a, xp, base, offs.v, out),
-        (Simd::Portable, 6) => portable::<6>(kc, a, &xp[base..], offs.v, out),
-        (Simd::Portable, 4) => portable::<4>(kc, a, &xp[base..], offs.v, out),
+        // NEON: LLVM's code for the portable tile is at the FP-pipe bound
+        // (`.ci/aarch64-mca`), so the NEON family uses it as it is.
+        #[cfg(target_arch = "aarch64")]
+        (Simd::Neon(_), 6) => portable_6x16(kc, a, &xp[base..], offs.v, out),
+        #[cfg(target_arch = "aarch64")]
+        (Simd::Neon(_), 4) => portable_4x16(kc, a, &xp[base..], offs.v, out),
+        (Simd::Portable, 6) => portable_6x16(kc, a, &xp[base..], offs.v, out),
+        (Simd::Portable, 4) => portable_4x16(kc, a, &xp[base..], offs.v, out),
         _ => panic!("direct::tile: no {mr}-row tile on {simd:?}"),
     }
 }
 
+/// The portable 6-row tile. The tiles are never inlined: one call per tile
+/// costs nothing against its `kc` taps, and `.ci/aarch64-mca` finds each
+/// loop by its name.
+#[inline(never)]
+fn portable_6x16(kc: usize, a: &[f32], xb: &[f32], offs: &[u32], out: &mut [f32; MAX_TILE]) {
+    portable::<6>(kc, a, xb, offs, out)
+}
+
+/// The portable 4-row tile (see [`portable_6x16`]).
+#[inline(never)]
+fn portable_4x16(kc: usize, a: &[f32], xb: &[f32], offs: &[u32], out: &mut [f32; MAX_TILE]) {
+    portable::<4>(kc, a, xb, offs, out)
+}
+
+#[inline(always)]
 fn portable<const MR: usize>(
     kc: usize,
     a: &[f32],
@@ -328,6 +349,18 @@ mod tests {
         check(Isa::Portable);
     }
 
+    /// NEON (the portable tile, dispatched through the NEON token) against
+    /// the definition and bit for bit against the portable family.
+    #[test]
+    fn neon_direct_tile_matches_definition_and_portable_bits() {
+        if let Some(neon) = check(Isa::Neon) {
+            assert!(
+                neon == check(Isa::Portable).unwrap(),
+                "NEON and portable differ"
+            );
+        }
+    }
+
     #[test]
     fn avx2_direct_tile_matches_definition() {
         check(Isa::Avx2Fma);
@@ -415,10 +448,15 @@ pub(crate) fn dw_tile_4x3(
         Simd::Avx512(k) => x86_dw::dw_4x3(k.avx2(), dy, xp, xoff, d, out),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2(k) => x86_dw::dw_4x3(k, dy, xp, xoff, d, out),
+        #[cfg(target_arch = "aarch64")]
+        Simd::Neon(k) => neon::dw_4x3(k, dy, xp, xoff, d, out),
         Simd::Portable => dw_portable(dy, &xp[xoff..], d, out),
     }
 }
 
+/// The portable weight-gradient tile. Never inlined (one call per tile
+/// reduces over whole images); `.ci/aarch64-mca` finds its loop by name.
+#[inline(never)]
 fn dw_portable(dy: &[f32], xb: &[f32], d: DwDims, out: &mut [f32; 12]) {
     let mut acc = [[[0f32; 8]; 3]; 4];
     let DwDims {
@@ -460,6 +498,93 @@ fn hsum8(v: &[f32; 8]) -> f32 {
     let a = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
     let b = [a[0] + a[2], a[1] + a[3]];
     b[0] + b[1]
+}
+
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+mod neon {
+    use super::{hsum8, DwDims};
+    use crate::kernels::microkernel::Neon;
+    use std::arch::aarch64::*;
+
+    /// See [`super::dw_tile_4x3`]; bounds checked there, `_k` proves NEON.
+    /// 8 lanes per accumulator as two q registers, summed by [`hsum8`]: the
+    /// same fused multiply-adds in the same order as the portable kernel on
+    /// aarch64, so the same bits.
+    pub(crate) fn dw_4x3(
+        _k: Neon,
+        dy: &[f32],
+        xp: &[f32],
+        xoff: usize,
+        d: DwDims,
+        out: &mut [f32; 12],
+    ) {
+        let mut lanes = [[0f32; 8]; 12];
+        // SAFETY: NEON detected. The caller checked that every read,
+        // dy[n*dy_img + i*dys + oy*ow + ox .. +8] for i < 4 and
+        // xp[n*x_img + xoff + oy*wp + ox + kx .. +8] for kx < 3, n < nimg,
+        // ox a multiple of 8 below ow (ow % 8 == 0), lies inside the
+        // slices; writes go to `lanes`.
+        unsafe { dw_4x3_neon(dy.as_ptr(), xp.as_ptr().add(xoff), d, &mut lanes) };
+        for (o, l) in out.iter_mut().zip(&lanes) {
+            *o = hsum8(l);
+        }
+    }
+
+    /// Never inlined: `.ci/aarch64-mca` finds the loop by name.
+    ///
+    /// # Safety
+    /// NEON present; the reads of [`dw_4x3`] in bounds.
+    #[inline(never)]
+    #[target_feature(enable = "neon")]
+    unsafe fn dw_4x3_neon(dy0: *const f32, xb0: *const f32, d: DwDims, lanes: &mut [[f32; 8]; 12]) {
+        let DwDims {
+            oh, ow, wp, dys, ..
+        } = d;
+        // acc[i*3 + kx] = [lanes 0..4, lanes 4..8].
+        let mut acc = [[vdupq_n_f32(0.0); 2]; 12];
+        for n in 0..d.nimg {
+            // SAFETY: n < nimg; see dw_4x3.
+            let (dy, xb) = unsafe { (dy0.add(n * d.dy_img), xb0.add(n * d.x_img)) };
+            for oy in 0..oh {
+                // Lanes 0..4 of every 8-pixel group of the row, then lanes
+                // 4..8 (the row stays in L1): the inner loop holds 12
+                // accumulators, 3 input vectors and 1 of dy; with all 24
+                // accumulators and 6 input vectors LLVM spills. Each lane's
+                // sum runs in the same pixel order either way.
+                // `h` picks the half in acc[i*3 + kx][h]: no single iterator.
+                #[allow(clippy::needless_range_loop)]
+                for h in 0..2 {
+                    // SAFETY: oy < oh, h < 2; see dw_4x3.
+                    let (mut x, mut dr) =
+                        unsafe { (xb.add(oy * wp + 4 * h), dy.add(oy * ow + 4 * h)) };
+                    for _ in 0..ow / 8 {
+                        // SAFETY: in bounds by the caller's checks (see dw_4x3).
+                        unsafe {
+                            let xs: [float32x4_t; 3] =
+                                std::array::from_fn(|kx| vld1q_f32(x.add(kx)));
+                            for i in 0..4 {
+                                let di = vld1q_f32(dr.add(i * dys));
+                                for (kx, xk) in xs.iter().enumerate() {
+                                    let a = &mut acc[i * 3 + kx][h];
+                                    *a = vfmaq_f32(*a, di, *xk);
+                                }
+                            }
+                            x = x.add(8);
+                            dr = dr.add(8);
+                        }
+                    }
+                }
+            }
+        }
+        for (l, a) in lanes.iter_mut().zip(&acc) {
+            // SAFETY: l is 8 floats.
+            unsafe {
+                vst1q_f32(l.as_mut_ptr(), a[0]);
+                vst1q_f32(l.as_mut_ptr().add(4), a[1]);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -717,12 +842,13 @@ mod dw_tests {
 
     /// The weight-gradient tile of `isa` against the definition (f64), for
     /// output widths of 8 (AVX-512 falls back to AVX2), 16 and 32, with a
-    /// NaN-poisoned output.
-    fn check(isa: Isa) {
+    /// NaN-poisoned output; returns the bits of every tile.
+    fn check(isa: Isa) -> Option<Vec<u32>> {
         let Some(simd) = Simd::for_isa(isa) else {
             eprintln!("skipped: this CPU or build cannot run the {isa} kernels");
-            return;
+            return None;
         };
+        let mut bits = Vec::new();
         for &(nimg, oh, ow) in &[(2usize, 3usize, 16usize), (1, 5, 8), (3, 2, 32), (1, 1, 48)] {
             let wp = ow + 3;
             let dys = oh * ow + 5;
@@ -761,6 +887,20 @@ mod dw_tests {
                     );
                 }
             }
+            bits.extend(out.iter().map(|v| v.to_bits()));
+        }
+        Some(bits)
+    }
+
+    /// NEON against the definition and bit for bit against the portable
+    /// tile (the same fused multiply-adds and lane sums on aarch64).
+    #[test]
+    fn neon_dw_tile_matches_definition_and_portable_bits() {
+        if let Some(neon) = check(Isa::Neon) {
+            assert!(
+                neon == check(Isa::Portable).unwrap(),
+                "NEON and portable differ"
+            );
         }
     }
 

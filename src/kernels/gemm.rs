@@ -202,6 +202,8 @@ pub(crate) fn gemm_checked(
         Simd::Avx2(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
         #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
         Simd::Avx512(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
+        #[cfg(target_arch = "aarch64")]
+        Simd::Neon(k) => gemm_with(k, ws, a, b, c, ldc, accumulate, trans_c),
         Simd::Portable => gemm_with(Portable, ws, a, b, c, ldc, accumulate, trans_c),
     }
 }
@@ -534,6 +536,20 @@ mod tests {
         assert!(b512 == b2, "AVX-512 and AVX2 GEMMs differ in some bit");
     }
 
+    /// NEON against the reference, and bit for bit against the portable
+    /// kernels (on aarch64 both fuse every multiply-add in the same order).
+    #[test]
+    fn neon_gemm_matches_naive_and_portable_bits() {
+        let Some(neon) = run(crate::kernels::Isa::Neon) else {
+            return;
+        };
+        let portable = run(crate::kernels::Isa::Portable).unwrap();
+        assert!(
+            neon == portable,
+            "NEON and portable GEMMs differ in some bit"
+        );
+    }
+
     #[test]
     fn identity_is_exact() {
         let n = 37;
@@ -645,6 +661,8 @@ mod speed {
                 Simd::Avx2(k) => alone("avx2", k),
                 #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
                 Simd::Avx512(k) => alone("avx512", k),
+                #[cfg(target_arch = "aarch64")]
+                Simd::Neon(k) => alone("neon", k),
             }
         }
     }

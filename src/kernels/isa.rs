@@ -1,8 +1,9 @@
 //! Which SIMD kernels run: the one place the choice is made.
 //!
 //! The best kernels this CPU supports are chosen at the first kernel call
-//! (AVX-512 > AVX2+FMA > portable), unless the environment variable
-//! `RINGSGD_KERNELS` (`portable`, `avx2`, `avx512` or `auto`) or
+//! (x86-64: AVX-512 > AVX2+FMA > portable; aarch64: NEON > portable), unless
+//! the environment variable `RINGSGD_KERNELS` (`portable`, `neon`, `avx2`,
+//! `avx512` or `auto`) or
 //! [`select_isa`] says otherwise. Every kernel call reads the choice
 //! through [`simd`], which hands out a token that can only exist when the
 //! CPU has the features the kernel needs.
@@ -18,7 +19,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// accumulate every element on its own in the same order); the weight
 /// gradient of a convolution sums 16 lanes on AVX-512 against 8 on AVX2,
 /// so it (and what follows from it) differs in the last bits; the portable
-/// kernels on x86-64 round the product before the add, unlike both.
+/// kernels on x86-64 round the product before the add, unlike both. On
+/// aarch64 the NEON and portable kernels give the same bits (every
+/// multiply-add is fused on both, accumulated in the same order).
 ///
 /// ```
 /// use ringsgd::kernels::Isa;
@@ -37,11 +40,17 @@ pub enum Isa {
     /// x86-64 AVX-512F (512-bit vectors), also using AVX2+FMA for the shapes
     /// 16 lanes do not fit. Needs a compiler of Rust 1.89 or later.
     Avx512,
+    /// aarch64 Advanced SIMD (NEON, 128-bit vectors) intrinsics: the GEMM
+    /// tile and the weight-gradient tile; the direct convolution tile is
+    /// the portable one (LLVM's NEON code for it is at the FP-pipe bound,
+    /// see `.ci/aarch64-mca`).
+    Neon,
 }
 
 impl Isa {
-    /// Every family, slowest first.
-    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512];
+    /// Every family, slowest first (x86-64 and aarch64 ones together; a
+    /// CPU supports the portable ones and those of its architecture).
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Neon, Isa::Avx2Fma, Isa::Avx512];
 
     /// Whether this CPU (and this build) can run the family.
     pub fn is_supported(self) -> bool {
@@ -49,6 +58,7 @@ impl Isa {
             Isa::Portable => true,
             Isa::Avx2Fma => avx2_token().is_some(),
             Isa::Avx512 => avx512_supported(),
+            Isa::Neon => neon_supported(),
         }
     }
 
@@ -58,6 +68,8 @@ impl Isa {
             Isa::Avx512
         } else if Isa::Avx2Fma.is_supported() {
             Isa::Avx2Fma
+        } else if Isa::Neon.is_supported() {
+            Isa::Neon
         } else {
             Isa::Portable
         }
@@ -69,6 +81,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2Fma => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
         }
     }
 
@@ -77,6 +90,7 @@ impl Isa {
             Isa::Portable => 1,
             Isa::Avx2Fma => 2,
             Isa::Avx512 => 3,
+            Isa::Neon => 4,
         }
     }
 }
@@ -89,15 +103,16 @@ impl std::fmt::Display for Isa {
 
 impl std::str::FromStr for Isa {
     type Err = Error;
-    /// `portable`, `avx2` or `avx512` (`auto` is [`Isa::best`]).
+    /// `portable`, `neon`, `avx2` or `avx512` (`auto` is [`Isa::best`]).
     fn from_str(s: &str) -> Result<Isa> {
         match s {
             "portable" => Ok(Isa::Portable),
             "avx2" => Ok(Isa::Avx2Fma),
             "avx512" => Ok(Isa::Avx512),
+            "neon" => Ok(Isa::Neon),
             "auto" => Ok(Isa::best()),
             other => Err(Error::invalid(format!(
-                "kernels `{other}`: expected portable, avx2, avx512 or auto"
+                "kernels `{other}`: expected portable, neon, avx2, avx512 or auto"
             ))),
         }
     }
@@ -139,6 +154,7 @@ pub fn active_isa() -> Isa {
         1 => Isa::Portable,
         2 => Isa::Avx2Fma,
         3 => Isa::Avx512,
+        4 => Isa::Neon,
         _ => {
             let isa = from_env();
             SELECTED.store(isa.code(), Ordering::Relaxed);
@@ -180,6 +196,8 @@ pub(crate) enum Simd {
     Avx2(super::microkernel::Avx2Fma),
     #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
     Avx512(super::microkernel::Avx512),
+    #[cfg(target_arch = "aarch64")]
+    Neon(super::microkernel::Neon),
 }
 
 impl Simd {
@@ -191,6 +209,8 @@ impl Simd {
             Isa::Avx2Fma => avx2_token().map(Simd::Avx2),
             #[cfg(all(target_arch = "x86_64", ringsgd_avx512))]
             Isa::Avx512 => super::microkernel::Avx512::detect().map(Simd::Avx512),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => super::microkernel::Neon::detect().map(Simd::Neon),
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -210,6 +230,13 @@ fn avx2_token() -> Option<super::microkernel::Avx2Fma> {
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2_token() -> Option<()> {
     None
+}
+
+fn neon_supported() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    return super::microkernel::Neon::detect().is_some();
+    #[allow(unreachable_code)]
+    false
 }
 
 fn avx512_supported() -> bool {

@@ -93,38 +93,356 @@ impl Kernel for Portable {
             return;
         }
         check_reads(kc, MR, NR, a.len(), (rsa, csa), b.len(), ldb);
-        let mut acc = [[0f32; NR]; MR];
-        if rsa == 1 && csa == MR && ldb == NR {
-            // Packed panels: the fixed-size form LLVM vectorises best.
-            let a = &a[..kc * MR];
-            let b = &b[..kc * NR];
-            for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-                let ak: &[f32; MR] = ak.try_into().unwrap();
-                let bk: &[f32; NR] = bk.try_into().unwrap();
-                for i in 0..MR {
-                    for j in 0..NR {
-                        acc[i][j] = madd(ak[i], bk[j], acc[i][j]);
-                    }
-                }
-            }
+        let acc = if rsa == 1 && csa == MR && ldb == NR {
+            portable_packed_8x8(kc, &a[..kc * MR], &b[..kc * NR])
         } else {
-            // Strided panels: the same multiply-adds in the same order.
-            for k in 0..kc {
-                let bk: &[f32; NR] = b[k * ldb..k * ldb + NR].try_into().unwrap();
-                let mut ak = [0f32; MR];
-                for (i, v) in ak.iter_mut().enumerate() {
-                    *v = a[i * rsa + k * csa];
-                }
-                for i in 0..MR {
-                    for j in 0..NR {
-                        acc[i][j] = madd(ak[i], bk[j], acc[i][j]);
-                    }
-                }
-            }
-        }
+            portable_strided_8x8(kc, a, (rsa, csa), b, ldb)
+        };
         for i in 0..MR {
             ab[i * NR..(i + 1) * NR].copy_from_slice(&acc[i]);
         }
+    }
+}
+
+/// The packed 8x8 tile (`a`: `kc` steps of 8, `b`: `kc` steps of 8), in
+/// the fixed-size form LLVM vectorises best. Never inlined: one call per
+/// tile costs nothing against its `kc` steps, and `.ci/aarch64-mca` finds
+/// its loop by this name.
+#[inline(never)]
+fn portable_packed_8x8(kc: usize, a: &[f32], b: &[f32]) -> [[f32; 8]; 8] {
+    const MR: usize = 8;
+    const NR: usize = 8;
+    let mut acc = [[0f32; NR]; MR];
+    for (ak, bk) in a[..kc * MR]
+        .chunks_exact(MR)
+        .zip(b[..kc * NR].chunks_exact(NR))
+    {
+        let ak: &[f32; MR] = ak.try_into().unwrap();
+        let bk: &[f32; NR] = bk.try_into().unwrap();
+        for i in 0..MR {
+            for j in 0..NR {
+                acc[i][j] = madd(ak[i], bk[j], acc[i][j]);
+            }
+        }
+    }
+    acc
+}
+
+/// The strided 8x8 tile (reads checked by the caller): the same
+/// multiply-adds in the same order as [`portable_packed_8x8`].
+#[inline(never)]
+fn portable_strided_8x8(
+    kc: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+) -> [[f32; 8]; 8] {
+    const MR: usize = 8;
+    const NR: usize = 8;
+    let mut acc = [[0f32; NR]; MR];
+    for k in 0..kc {
+        let bk: &[f32; NR] = b[k * ldb..k * ldb + NR].try_into().unwrap();
+        let mut ak = [0f32; MR];
+        for (i, v) in ak.iter_mut().enumerate() {
+            *v = a[i * rsa + k * csa];
+        }
+        for i in 0..MR {
+            for j in 0..NR {
+                acc[i][j] = madd(ak[i], bk[j], acc[i][j]);
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use neon::Neon;
+
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+pub(crate) mod neon {
+    use super::{check_reads, Kernel, MAX_TILE};
+    use std::arch::aarch64::*;
+
+    /// aarch64 NEON kernel, 8x8 (16 q-register accumulators, 2 loads of B
+    /// and 8 elements of A per step, 16 `fmla` by element). Each element is
+    /// one chain of fused multiply-adds in `k` order, as in the portable
+    /// kernel on aarch64, so the two give the same bits. The value proves
+    /// the CPU has NEON (always true on aarch64 Linux; checked anyway).
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Neon(());
+
+    impl Neon {
+        /// `Some` when this CPU has NEON (Advanced SIMD).
+        pub(crate) fn detect() -> Option<Neon> {
+            std::arch::is_aarch64_feature_detected!("neon").then_some(Neon(()))
+        }
+    }
+
+    impl Kernel for Neon {
+        const MR: usize = 8;
+        const NR: usize = 8;
+
+        #[inline]
+        fn tile(
+            self,
+            kc: usize,
+            a: &[f32],
+            (rsa, csa): (usize, usize),
+            b: &[f32],
+            ldb: usize,
+            ab: &mut [f32; MAX_TILE],
+        ) {
+            if kc == 0 {
+                ab[..64].fill(0.0);
+                return;
+            }
+            check_reads(kc, 8, 8, a.len(), (rsa, csa), b.len(), ldb);
+            let (a, b, ab) = (a.as_ptr(), b.as_ptr(), ab.as_mut_ptr());
+            // SAFETY: `self` exists only if NEON was detected; the kernels
+            // read a[i*rsa + k*csa] for i < 8, k < kc and
+            // b[k*ldb .. k*ldb + 8] for k < kc (in bounds: checked above)
+            // and write ab[..64] (MAX_TILE >= 64), all unaligned.
+            unsafe {
+                if rsa == 1 && csa == 8 && ldb == 8 {
+                    packed_8x8(kc, a, b, ab)
+                } else if rsa == 1 {
+                    cols_8x8(kc, a, csa, b, ldb, ab)
+                } else if csa == 1 {
+                    rows_8x8(kc, a, rsa, b, ldb, ab)
+                } else {
+                    strided_8x8(kc, a, rsa, csa, b, ldb, ab)
+                }
+            }
+        }
+    }
+
+    /// Stores the 16 accumulators as the row-major 8x8 tile.
+    ///
+    /// # Safety
+    /// `ab` must be valid for 64 writes.
+    #[inline(always)]
+    unsafe fn store(c: &[[float32x4_t; 2]; 8], ab: *mut f32) {
+        for (i, ci) in c.iter().enumerate() {
+            // SAFETY: i*8 + 7 < 64 (the caller's guarantee).
+            unsafe {
+                vst1q_f32(ab.add(i * 8), ci[0]);
+                vst1q_f32(ab.add(i * 8 + 4), ci[1]);
+            }
+        }
+    }
+
+    /// A with contiguous columns (`rsa == 1`: 8 rows of a step side by
+    /// side; `PACKED`: a packed panel, `csa == ldb == 8`, constants for
+    /// LLVM), inlined into [`packed_8x8`] and [`cols_8x8`].
+    ///
+    /// # Safety
+    /// NEON present; `a[k*csa..][..8]` and `b[k*ldb..][..8]` (k < kc) valid
+    /// reads, `ab` valid for 64 writes.
+    #[inline(always)]
+    unsafe fn cols<const PACKED: bool>(
+        kc: usize,
+        a: *const f32,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        ab: *mut f32,
+    ) {
+        let (csa, ldb) = if PACKED { (8, 8) } else { (csa, ldb) };
+        let mut c = [[vdupq_n_f32(0.0); 2]; 8];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            // SAFETY: k < kc: a[..8] and b[..8] of this step are in bounds.
+            unsafe {
+                let b0 = vld1q_f32(b);
+                let b1 = vld1q_f32(b.add(4));
+                let a0 = vld1q_f32(a);
+                let a1 = vld1q_f32(a.add(4));
+                fma_rows(&mut c, a0, a1, b0, b1);
+                a = a.add(csa);
+                b = b.add(ldb);
+            }
+        }
+        // SAFETY: ab is valid for 64 writes.
+        unsafe { store(&c, ab) }
+    }
+
+    /// Packed panels ([`cols`] with the packed strides as constants).
+    ///
+    /// # Safety
+    /// As [`cols`] with `csa == ldb == 8`.
+    #[inline(never)]
+    #[target_feature(enable = "neon")]
+    unsafe fn packed_8x8(kc: usize, a: *const f32, b: *const f32, ab: *mut f32) {
+        // SAFETY: the caller's guarantee.
+        unsafe { cols::<true>(kc, a, 8, b, 8, ab) }
+    }
+
+    /// [`cols`] with any `csa` and `ldb`.
+    ///
+    /// # Safety
+    /// As [`cols`].
+    #[inline(never)]
+    #[target_feature(enable = "neon")]
+    unsafe fn cols_8x8(
+        kc: usize,
+        a: *const f32,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        ab: *mut f32,
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { cols::<false>(kc, a, csa, b, ldb, ab) }
+    }
+
+    /// One `k` step: `c[i] += a[i] * b` for the 8 rows (lanes of `a0, a1`).
+    #[inline(always)]
+    fn fma_rows(
+        c: &mut [[float32x4_t; 2]; 8],
+        a0: float32x4_t,
+        a1: float32x4_t,
+        b0: float32x4_t,
+        b1: float32x4_t,
+    ) {
+        // SAFETY: register-only NEON arithmetic (NEON is baseline on aarch64).
+        unsafe {
+            c[0][0] = vfmaq_laneq_f32::<0>(c[0][0], b0, a0);
+            c[0][1] = vfmaq_laneq_f32::<0>(c[0][1], b1, a0);
+            c[1][0] = vfmaq_laneq_f32::<1>(c[1][0], b0, a0);
+            c[1][1] = vfmaq_laneq_f32::<1>(c[1][1], b1, a0);
+            c[2][0] = vfmaq_laneq_f32::<2>(c[2][0], b0, a0);
+            c[2][1] = vfmaq_laneq_f32::<2>(c[2][1], b1, a0);
+            c[3][0] = vfmaq_laneq_f32::<3>(c[3][0], b0, a0);
+            c[3][1] = vfmaq_laneq_f32::<3>(c[3][1], b1, a0);
+            c[4][0] = vfmaq_laneq_f32::<0>(c[4][0], b0, a1);
+            c[4][1] = vfmaq_laneq_f32::<0>(c[4][1], b1, a1);
+            c[5][0] = vfmaq_laneq_f32::<1>(c[5][0], b0, a1);
+            c[5][1] = vfmaq_laneq_f32::<1>(c[5][1], b1, a1);
+            c[6][0] = vfmaq_laneq_f32::<2>(c[6][0], b0, a1);
+            c[6][1] = vfmaq_laneq_f32::<2>(c[6][1], b1, a1);
+            c[7][0] = vfmaq_laneq_f32::<3>(c[7][0], b0, a1);
+            c[7][1] = vfmaq_laneq_f32::<3>(c[7][1], b1, a1);
+        }
+    }
+
+    /// A read in place along its rows (`csa == 1`, a row-major matrix such
+    /// as fc1's weights): 4 steps per iteration, one q load per row of A
+    /// for all 4, then the last `kc % 4` steps one by one; multiply-adds in
+    /// the same `k` order.
+    ///
+    /// # Safety
+    /// NEON present; `a[i*rsa + k]` (i < 8, k < kc) and `b[k*ldb..][..8]`
+    /// (k < kc) valid reads, `ab` valid for 64 writes.
+    #[inline(never)]
+    #[target_feature(enable = "neon")]
+    unsafe fn rows_8x8(
+        kc: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        ldb: usize,
+        ab: *mut f32,
+    ) {
+        let mut c = [[vdupq_n_f32(0.0); 2]; 8];
+        let mut b = b;
+        let mut k = 0;
+        while k + 4 <= kc {
+            // SAFETY: k + 3 < kc: the 4 steps' reads are in bounds.
+            unsafe {
+                let ar: [float32x4_t; 8] = std::array::from_fn(|i| vld1q_f32(a.add(i * rsa + k)));
+                let mut bs = [[vdupq_n_f32(0.0); 2]; 4];
+                for (s, bs) in bs.iter_mut().enumerate() {
+                    let p = b.add(s * ldb);
+                    *bs = [vld1q_f32(p), vld1q_f32(p.add(4))];
+                }
+                step_lane::<0>(&mut c, &ar, bs[0]);
+                step_lane::<1>(&mut c, &ar, bs[1]);
+                step_lane::<2>(&mut c, &ar, bs[2]);
+                step_lane::<3>(&mut c, &ar, bs[3]);
+                b = b.add(4 * ldb);
+            }
+            k += 4;
+        }
+        while k < kc {
+            // SAFETY: k < kc: a[i*rsa + k] (i < 8) and b[..8] are in bounds.
+            unsafe { strided_step(&mut c, a.add(k), rsa, b) };
+            b = b.wrapping_add(ldb);
+            k += 1;
+        }
+        // SAFETY: ab is valid for 64 writes.
+        unsafe { store(&c, ab) }
+    }
+
+    /// Step `L` of 4: `c[i] += ar[i][L] * b` for the 8 rows.
+    #[inline(always)]
+    fn step_lane<const L: i32>(
+        c: &mut [[float32x4_t; 2]; 8],
+        ar: &[float32x4_t; 8],
+        b: [float32x4_t; 2],
+    ) {
+        for (ci, ai) in c.iter_mut().zip(ar) {
+            // SAFETY: register-only NEON arithmetic (NEON is baseline).
+            unsafe {
+                ci[0] = vfmaq_laneq_f32::<L>(ci[0], b[0], *ai);
+                ci[1] = vfmaq_laneq_f32::<L>(ci[1], b[1], *ai);
+            }
+        }
+    }
+
+    /// One step with A's 8 elements `a[i*rsa]` loaded one by one.
+    ///
+    /// # Safety
+    /// NEON present; `a[i*rsa]` (i < 8) and `b[..8]` valid reads.
+    #[inline(always)]
+    unsafe fn strided_step(
+        c: &mut [[float32x4_t; 2]; 8],
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            let b0 = vld1q_f32(b);
+            let b1 = vld1q_f32(b.add(4));
+            for (i, ci) in c.iter_mut().enumerate() {
+                let ai = *a.add(i * rsa);
+                ci[0] = vfmaq_n_f32(ci[0], b0, ai);
+                ci[1] = vfmaq_n_f32(ci[1], b1, ai);
+            }
+        }
+    }
+
+    /// Any strides (no layer's operand has both strides above 1: they use
+    /// [`cols_8x8`] or [`rows_8x8`]): 8 scalar loads of A per step.
+    ///
+    /// # Safety
+    /// As [`rows_8x8`], with `a[i*rsa + k*csa]`.
+    #[inline(never)]
+    #[target_feature(enable = "neon")]
+    unsafe fn strided_8x8(
+        kc: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        ab: *mut f32,
+    ) {
+        let mut c = [[vdupq_n_f32(0.0); 2]; 8];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            // SAFETY: k < kc: a[i*rsa] (i < 8) and b[..8] of this step are in
+            // bounds.
+            unsafe {
+                strided_step(&mut c, a, rsa, b);
+                a = a.add(csa);
+                b = b.add(ldb);
+            }
+        }
+        // SAFETY: ab is valid for 64 writes.
+        unsafe { store(&c, ab) }
     }
 }
 
@@ -400,6 +718,38 @@ mod tests {
     fn short_panel_panics() {
         let mut ab = [0f32; MAX_TILE];
         Portable.tile(2, &[0.0; 15], (1, 8), &[0.0; 16], 8, &mut ab);
+    }
+
+    /// The NEON kernel against the definition, and bit for bit against the
+    /// portable one (both fuse every multiply-add on aarch64), on packed,
+    /// row-major (`csa == 1`) and strided panels.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_kernel_matches_naive_and_portable_bits() {
+        let k = Neon::detect().expect("aarch64 has NEON");
+        assert_eq!(check(k), check(Portable));
+        for kc in [1usize, 3, 4, 8, 17, 64, 300] {
+            let (rsa, csa, ldb) = (kc + 3, 1, 11);
+            let a: Vec<f32> = (0..8 * rsa)
+                .map(|x| ((x * 7 % 13) as f32) * 0.3 - 2.0)
+                .collect();
+            let b: Vec<f32> = (0..(kc - 1) * ldb + 8)
+                .map(|x| ((x * 5 % 11) as f32) * 0.5 - 2.0)
+                .collect();
+            let (mut x, mut y) = ([f32::NAN; MAX_TILE], [f32::NAN; MAX_TILE]);
+            k.tile(kc, &a, (rsa, csa), &b, ldb, &mut x);
+            Portable.tile(kc, &a, (rsa, csa), &b, ldb, &mut y);
+            for (p, q) in x[..64].iter().zip(&y[..64]) {
+                assert_eq!(p.to_bits(), q.to_bits(), "row-major A, kc {kc}");
+            }
+            // The same A column-major (csa = rsa', rsa = 1): the strided path.
+            let at: Vec<f32> = (0..kc * 8).map(|j| a[(j % 8) * rsa + j / 8]).collect();
+            let mut z = [f32::NAN; MAX_TILE];
+            k.tile(kc, &at, (1, 8), &b, ldb, &mut z);
+            for (p, q) in z[..64].iter().zip(&y[..64]) {
+                assert_eq!(p.to_bits(), q.to_bits(), "strided A, kc {kc}");
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -5,16 +5,19 @@
 //! `RINGSGD_KERNELS` environment variable).
 //!
 //! The layout follows matrixmultiply/BLIS: the loop nests and the packing are
-//! safe Rust (`gemm`, `direct`); the only `unsafe` code is in the x86-64
-//! microkernels (AVX2+FMA: `microkernel::x86`, `direct::x86`,
+//! safe Rust (`gemm`, `direct`); the only `unsafe` code is in the SIMD
+//! microkernels (x86-64 AVX2+FMA: `microkernel::x86`, `direct::x86`,
 //! `direct::x86_dw`; AVX-512F: `microkernel::x86_512`, `direct::x86_512`,
-//! `direct::x86_dw512`), selected at run time, each block with a `SAFETY:`
-//! note and bounds checked by its safe wrapper. The AVX-512 kernels need a
-//! rustc of 1.89 or later (the build script enables them; older compilers
-//! build the rest). Other targets (aarch64/NEON on the Raspberry Pi) use
-//! the portable kernels, written with fixed-size arrays so LLVM vectorises
-//! them with the target's baseline SIMD (NEON `fmla` on aarch64, where
-//! fused multiply-add is always available).
+//! `direct::x86_dw512`; aarch64 NEON: `microkernel::neon`, `direct::neon`),
+//! selected at run time, each block with a `SAFETY:` note and bounds
+//! checked by its safe wrapper. The AVX-512 kernels need a rustc of 1.89 or
+//! later (the build script enables them; older compilers build the rest).
+//! The portable kernels are written with fixed-size arrays so LLVM
+//! vectorises them with the target's baseline SIMD; on aarch64 (where
+//! fused multiply-add is always available) the NEON family reuses the
+//! portable direct convolution tile, which LLVM already compiles to `fmla`
+//! at the FP-pipe bound. `.ci/aarch64-mca` checks every aarch64 kernel loop
+//! with llvm-mca; the tiles are `#[inline(never)]` so it finds them by name.
 //!
 //! Measured on the development machines: see the README's kernel table
 //! (`cargo test --release --lib gemm_speed -- --ignored --nocapture` times

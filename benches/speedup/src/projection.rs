@@ -8,7 +8,7 @@ use super::model::{
     first_nodes_with_efficiency_below, fit_compute, fit_link, images_per_rank,
     max_nodes_with_efficiency_at_least, AllreduceSample, Broadcast, ComputeFit, ComputeSample,
     CostModel, Link, LinkFit, OverlapModel, Prediction, Scheme, DEFAULT_ALPHA_S,
-    DEFAULT_PAYLOAD_FRACTION, PI3_LINK_BIT_S, PI4_LINK_BIT_S,
+    DEFAULT_PAYLOAD_FRACTION, PI3_LINK_BIT_S, PI4_IMAGE_S_ESTIMATE, PI4_LINK_BIT_S,
 };
 use super::summary::RunSummary;
 use ringsgd::collectives::Algorithm;
@@ -382,9 +382,12 @@ impl ModelReport {
                 "given for the target node".to_string()
             } else {
                 format!(
-                    "measured on THIS machine at {} core{}/rank, not on a Pi",
+                    "measured on THIS machine at {} core{}/rank, not on a Pi; a Pi 4 node is \
+                     estimated at {:.1} ms/image: --model-image-ms {:.1}",
                     self.cores,
-                    if self.cores == 1 { "" } else { "s" }
+                    if self.cores == 1 { "" } else { "s" },
+                    PI4_IMAGE_S_ESTIMATE * 1e3,
+                    PI4_IMAGE_S_ESTIMATE * 1e3,
                 )
             },
             self.per_step_s * 1e3,
