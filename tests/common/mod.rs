@@ -55,11 +55,70 @@ pub fn example(name: &str) -> PathBuf {
 }
 
 /// `timeout -k 10 <secs>`, to be followed by the program: a launch that
-/// hangs is killed, and fails its test instead of hanging CI.
+/// hangs is killed, and fails its test instead of hanging CI. The launch
+/// gets its own Open MPI session folder ([`own_ompi_session_dir`]).
 pub fn with_timeout(secs: u32) -> Command {
     let mut cmd = Command::new("timeout");
     cmd.args(["-k", "10", &secs.to_string()]);
+    own_ompi_session_dir(&mut cmd);
     cmd
+}
+
+/// The variable that moves Open MPI's session folders.
+const OMPI_TMPDIR_VAR: &str = "OMPI_MCA_orte_tmpdir_base";
+
+/// Points the launch's Open MPI session folders (`ompi.<host>.<uid>/...`)
+/// at a folder of its own, `<tmp>/ringsgd-ompi-<pid>-<n>`, unless the
+/// command already has one.
+///
+/// Open MPI 4 makes `<tmp>/ompi.<host>.<uid>` at every start (mpirun, or a
+/// program started without it) by checking whether it exists and then
+/// calling mkdir, and it removes it again when the last job ends. Two
+/// programs that start at the same moment can both find it missing; the
+/// second mkdir then fails with "File exists" and the start fails in
+/// `orte_init` (open-mpi/ompi#8510). The tests start many programs at once:
+/// seen on a fresh Debian 12 (`.ci/bare-check`) in `tests/cifar10_outputs.rs`.
+/// The folders of test processes that have ended are removed at the first
+/// call in each test process (Open MPI leaves the empty base behind).
+pub fn own_ompi_session_dir(cmd: &mut Command) -> &mut Command {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Once;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: Once = Once::new();
+    if cmd.get_envs().any(|(k, _)| k == OMPI_TMPDIR_VAR) {
+        return cmd;
+    }
+    let tmp = std::env::temp_dir();
+    SWEEP.call_once(|| remove_ended_session_dirs(&tmp));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = tmp.join(format!("ringsgd-ompi-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("make an Open MPI session folder");
+    cmd.env(OMPI_TMPDIR_VAR, dir)
+}
+
+/// Removes `ringsgd-ompi-<pid>-<n>` folders in `tmp` whose test process has
+/// ended (no `/proc/<pid>`); nothing without a `/proc` to tell.
+fn remove_ended_session_dirs(tmp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ringsgd-ompi-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Appends `mpirun -np <np> --oversubscribe`: more ranks than cores are
@@ -69,9 +128,11 @@ pub fn add_mpirun(cmd: &mut Command, np: usize) -> &mut Command {
 }
 
 /// Sets, for the child only, what Open MPI needs here: runs as root allowed
-/// (containers, CI), and idle ranks yielding their core (oversubscribed).
+/// (containers, CI), idle ranks yielding their core (oversubscribed), and
+/// a session folder of its own ([`own_ompi_session_dir`]).
 pub fn set_ompi_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    own_ompi_session_dir(cmd)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_mpi_yield_when_idle", "1")
 }
