@@ -492,6 +492,16 @@ fn dw_portable(dy: &[f32], xb: &[f32], d: DwDims, out: &mut [f32; 12]) {
     }
 }
 
+/// The 12 outputs of a weight-gradient tile from its 8-lane accumulators,
+/// each summed by [`hsum8`] (the NEON and AVX2 tiles).
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+#[inline(always)]
+fn sum_lanes8(lanes: &[[f32; 8]; 12], out: &mut [f32; 12]) {
+    for (o, l) in out.iter_mut().zip(lanes) {
+        *o = hsum8(l);
+    }
+}
+
 /// Sum of 8 lanes in a fixed pairwise order (the same as the AVX2 path).
 #[inline(always)]
 fn hsum8(v: &[f32; 8]) -> f32 {
@@ -503,12 +513,12 @@ fn hsum8(v: &[f32; 8]) -> f32 {
 #[cfg(target_arch = "aarch64")]
 #[allow(unsafe_code)]
 mod neon {
-    use super::{hsum8, DwDims};
+    use super::{sum_lanes8, DwDims};
     use crate::kernels::microkernel::Neon;
     use std::arch::aarch64::*;
 
     /// See [`super::dw_tile_4x3`]; bounds checked there, `_k` proves NEON.
-    /// 8 lanes per accumulator as two q registers, summed by [`hsum8`]: the
+    /// 8 lanes per accumulator as two q registers, summed by [`super::hsum8`]: the
     /// same fused multiply-adds in the same order as the portable kernel on
     /// aarch64, so the same bits.
     pub(crate) fn dw_4x3(
@@ -526,9 +536,7 @@ mod neon {
         // ox a multiple of 8 below ow (ow % 8 == 0), lies inside the
         // slices; writes go to `lanes`.
         unsafe { dw_4x3_neon(dy.as_ptr(), xp.as_ptr().add(xoff), d, &mut lanes) };
-        for (o, l) in out.iter_mut().zip(&lanes) {
-            *o = hsum8(l);
-        }
+        sum_lanes8(&lanes, out);
     }
 
     /// Never inlined: `.ci/aarch64-mca` finds the loop by name.
@@ -590,7 +598,7 @@ mod neon {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86_dw {
-    use super::{hsum8, DwDims};
+    use super::{sum_lanes8, DwDims};
     use crate::kernels::microkernel::Avx2Fma;
     use std::arch::x86_64::*;
 
@@ -609,9 +617,7 @@ mod x86_dw {
         // xp[n*x_img + xoff + oy*wp + ox + kx .. +8] for kx < 3, n < nimg,
         // lies inside the slices (ow % 8 == 0); writes go to `lanes`.
         unsafe { dw_avx2(dy.as_ptr(), xp.as_ptr().add(xoff), d, &mut lanes) };
-        for (o, l) in out.iter_mut().zip(&lanes) {
-            *o = hsum8(l);
-        }
+        sum_lanes8(&lanes, out);
     }
 
     #[target_feature(enable = "avx2,fma")]
